@@ -1,0 +1,130 @@
+"""Read Herald's settings from the environment into one Config, and refuse unsafe production settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+
+DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
+DEV_POSTAL_ADDRESS = "Herald Newsroom, 1 Example Street, 01001 Kyiv, Ukraine"
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or unsafe; the message names the variable."""
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Config:
+    """Every setting Herald reads, with its development default (see the README table)."""
+
+    HERALD_ENV: str = "development"
+    NEWSROOM_NAME: str = "Herald"
+    SECRET_KEY: str = DEV_SECRET_KEY
+    BASE_URL: str = "http://127.0.0.1:5000"
+    DATABASE_URL: str = f"sqlite:///{VAR / 'herald.sqlite3'}"
+    CELERY_BROKER_URL: str = "filesystem://"
+    CELERY_BROKER_FOLDER: str = str(VAR / "broker")
+    REDIS_URL: str = ""
+    MAIL_URL: str = f"outbox:{VAR / 'outbox'}"
+    MAIL_FROM: str = "Herald <newsletter@localhost>"
+    POSTAL_ADDRESS: str = DEV_POSTAL_ADDRESS
+    TRUSTED_PROXIES: int = 0
+    # Public forms: per client IP. Never applied to one-click unsubscribe or webhooks.
+    SIGNUP_RATE_LIMIT: str = "5 per minute; 40 per hour"
+    RATELIMIT_ENABLED: bool = True
+    CSRF_ENABLED: bool = True
+    # At most this many confirmation mails to one address in 24 hours.
+    CONFIRMATION_MAILS_PER_DAY: int = 3
+    CONFIRM_TOKEN_HOURS: int = 72
+    CONSENT_TEXT_VERSION: str = "2026-11-v1"
+    # The every-minute tick; tests shorten it.
+    TICK_SECONDS: float = 60.0
+    # A transactional mail still unsent this long after it was queued is re-enqueued by the tick.
+    MAIL_REQUEUE_SECONDS: float = 120.0
+    SMTP_TIMEOUT: float = 30.0
+
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Config:
+        """Build a Config from environment variables, then apply explicit overrides."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            if f.name == "extra" or f.name not in env:
+                continue
+            raw = env[f.name]
+            if f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.type in ("float", float):
+                values[f.name] = float(raw)
+            elif f.type in ("bool", bool):
+                values[f.name] = _bool(raw)
+            else:
+                values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def is_production(self) -> bool:
+        return self.HERALD_ENV == "production"
+
+    @property
+    def mail_domain(self) -> str:
+        """The domain our Message-IDs live on: the sender's own."""
+        addr = self.MAIL_FROM.rsplit("<", 1)[-1].rstrip(">").strip()
+        return addr.rsplit("@", 1)[-1] or "localhost"
+
+    def check(self) -> None:
+        """Refuse to start in production with a missing secret or an insecure setting."""
+        if self.HERALD_ENV not in {"development", "production", "test"}:
+            raise ConfigError(f"HERALD_ENV must be development, production or test, not {self.HERALD_ENV!r}")
+        if self.TRUSTED_PROXIES < 0:
+            raise ConfigError("TRUSTED_PROXIES must be 0 or more")
+        if not self.is_production:
+            return
+        if not os.environ.get("SECRET_KEY") and self.SECRET_KEY == DEV_SECRET_KEY:
+            raise ConfigError("SECRET_KEY must be set in production (a long random string)")
+        if self.SECRET_KEY == DEV_SECRET_KEY or len(self.SECRET_KEY) < 32:
+            raise ConfigError("SECRET_KEY is the development default or shorter than 32 characters")
+        if urlsplit(self.BASE_URL).scheme != "https":
+            raise ConfigError("BASE_URL must be an https:// address in production")
+        if self.DATABASE_URL.startswith("sqlite"):
+            raise ConfigError("DATABASE_URL must point at PostgreSQL in production, not SQLite")
+        if self.MAIL_URL.startswith(("outbox:", "memory:")):
+            raise ConfigError("MAIL_URL must be an smtp:// address in production")
+        if not self.POSTAL_ADDRESS or self.POSTAL_ADDRESS == DEV_POSTAL_ADDRESS:
+            raise ConfigError("POSTAL_ADDRESS must be the newsroom's real postal address in production")
+        if "localhost" in self.MAIL_FROM:
+            raise ConfigError("MAIL_FROM must be an address on the newsroom's own domain in production")
+        if not self.CSRF_ENABLED or not self.RATELIMIT_ENABLED:
+            raise ConfigError("CSRF_ENABLED and RATELIMIT_ENABLED cannot be switched off in production")
+
+    def flask_settings(self) -> dict:
+        """The subset Flask and its extensions read under their own names."""
+        secure = urlsplit(self.BASE_URL).scheme == "https"
+        return {
+            "SECRET_KEY": self.SECRET_KEY,
+            "SQLALCHEMY_DATABASE_URI": self.DATABASE_URL,
+            "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+            "WTF_CSRF_ENABLED": self.CSRF_ENABLED,
+            "WTF_CSRF_TIME_LIMIT": None,
+            "RATELIMIT_ENABLED": self.RATELIMIT_ENABLED,
+            "RATELIMIT_STORAGE_URI": self.REDIS_URL or "memory://",
+            "RATELIMIT_HEADERS_ENABLED": True,
+            "SESSION_COOKIE_SECURE": secure,
+            "SESSION_COOKIE_HTTPONLY": True,
+            "SESSION_COOKIE_SAMESITE": "Lax",
+            "MAX_CONTENT_LENGTH": 1024 * 1024,
+            "MAX_FORM_MEMORY_SIZE": 64 * 1024,
+            "PREFERRED_URL_SCHEME": "https" if secure else "http",
+        }
