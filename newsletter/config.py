@@ -46,11 +46,25 @@ class Config:
     CONFIRMATION_MAILS_PER_DAY: int = 3
     CONFIRM_TOKEN_HOURS: int = 72
     CONSENT_TEXT_VERSION: str = "2026-11-v1"
+    # Articles and editions. An edition is drafted this long before its time, so editors can review it.
+    EDITION_LEAD_MINUTES: int = 60
+    # After downtime, an edition late by less than this is still made; an older one is recorded as missed.
+    EDITION_GRACE_HOURS: float = 6.0
+    # An edition picks articles published at most this long before its time.
+    ARTICLE_WINDOW_HOURS: float = 48.0
+    # The most articles one edition may hold (a schedule's limit is capped to it); keeps mail under 100 KB.
+    MAX_EDITION_ARTICLES: int = 25
+    # Feeds: seconds to connect and between bytes, the most bytes read, and the default fetch interval.
+    FEED_TIMEOUT: float = 10.0
+    FEED_MAX_BYTES: int = 5_000_000
+    FEED_INTERVAL_MINUTES: int = 15
     # The every-minute tick; tests shorten it.
     TICK_SECONDS: float = 60.0
     # A transactional mail still unsent this long after it was queued is re-enqueued by the tick.
     MAIL_REQUEUE_SECONDS: float = 120.0
     SMTP_TIMEOUT: float = 30.0
+    # First retry of a transactional mail after a temporary failure; doubles each time, capped at 300 s.
+    MAIL_RETRY_BASE_SECONDS: float = 5.0
 
     extra: dict = field(default_factory=dict)
 
