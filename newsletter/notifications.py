@@ -26,9 +26,9 @@ def queue_mail(kind: str, subscriber_id: int, params: dict | None = None, dedupe
     return job
 
 
-def backoff(attempts: int) -> float:
+def backoff(attempts: int, base: float = 5.0) -> float:
     """Seconds to wait before attempt number `attempts + 1`: exponential, capped, with full jitter."""
-    return random.uniform(0, min(300.0, 5.0 * 2 ** max(attempts - 1, 0)))
+    return random.uniform(0, min(300.0, base * 2 ** max(attempts - 1, 0)))
 
 
 def _claim(job_id: int) -> MailJob | None:
@@ -129,7 +129,7 @@ def _after_failure(job: MailJob, exc: mail.MailError) -> MailJobStatus:
         job.status = MailJobStatus.FAILED
         db.session.commit()
         return job.status
-    delay = backoff(job.attempts)
+    delay = backoff(job.attempts, current_app.config["HERALD"].MAIL_RETRY_BASE_SECONDS)
     job.next_attempt_at = utcnow() + dt.timedelta(seconds=delay)
     db.session.commit()
     raise RetryLater(delay)

@@ -56,6 +56,7 @@ def herald_env(**extra: str) -> dict[str, str]:
         POSTAL_ADDRESS="Herald Newsroom, 1 Test Street, 01001 Kyiv, Ukraine",
         TICK_SECONDS="1",
         MAIL_REQUEUE_SECONDS="2",
+        MAIL_RETRY_BASE_SECONDS="0.2",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
