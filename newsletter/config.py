@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -66,15 +66,13 @@ class Config:
     # First retry of a transactional mail after a temporary failure; doubles each time, capped at 300 s.
     MAIL_RETRY_BASE_SECONDS: float = 5.0
 
-    extra: dict = field(default_factory=dict)
-
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Config:
         """Build a Config from environment variables, then apply explicit overrides."""
         env = os.environ if environ is None else environ
         values: dict = {}
         for f in fields(cls):
-            if f.name == "extra" or f.name not in env:
+            if f.name not in env:
                 continue
             raw = env[f.name]
             if f.type in ("int", int):

@@ -1,0 +1,57 @@
+# Herald: `make run` starts everything on the embedded defaults; `make test` runs the suite.
+VENV    ?= .venv
+PYTHON  ?= python3
+PORT    ?= 5000
+FLASK   := $(VENV)/bin/flask --app app
+CELERY  := $(VENV)/bin/celery -A workers.celery_app
+
+.PHONY: run test lint bench install install-dev chromium clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+
+$(VENV)/.run-installed: requirements.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $(VENV)/.run-installed $@
+
+install: $(VENV)/.run-installed
+install-dev: $(VENV)/.dev-installed
+
+## run: create the virtualenv, install, migrate, load demo data, start web + worker + scheduler
+run: install
+	mkdir -p var
+	$(FLASK) init-db
+	$(FLASK) demo-data
+	@echo ""
+	@echo "  Herald is starting on http://127.0.0.1:$(PORT)/  (signup page)"
+	@echo "  Mail is written to var/outbox/ as .eml files. Stop with Ctrl-C."
+	@echo ""
+	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM EXIT; \
+	$(CELERY) worker -B --pool=threads --concurrency=4 --loglevel=INFO -s var/celerybeat-schedule & \
+	$(FLASK) run --host 127.0.0.1 --port $(PORT) --no-reload & \
+	wait
+
+## chromium: Debian's browser for the Playwright tests (never a Playwright download)
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); \
+	  else \
+	    echo "chromium is missing: run 'sudo apt-get install chromium' (browser tests are skipped without it)"; \
+	  fi; \
+	fi
+
+## test: install what the tests need, then run them (PostgreSQL and Redis on 127.0.0.1)
+test: install-dev chromium
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf var
