@@ -38,10 +38,11 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     app.extensions["herald_tokens"] = Tokens(config.SECRET_KEY)
 
     from newsletter import models  # noqa: F401  - registers the tables
-    from newsletter.web import errors, public
+    from newsletter.web import errors, public, security
 
     app.register_blueprint(public.bp)
     errors.register(app)
+    security.register(app)
 
     from newsletter import cli
 
@@ -99,6 +100,8 @@ def celery_settings(config: Config) -> dict:
         settings["broker_transport_options"] = {
             "data_folder_in": folder,
             "data_folder_out": folder,
+            # Broadcast (remote control) messages would otherwise land in ./control of the cwd.
+            "control_folder": str(Path(folder) / "control"),
             "store_processed": False,
         }
     elif config.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
