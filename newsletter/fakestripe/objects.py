@@ -424,7 +424,7 @@ def charge(
         "outcome": {
             "advice_code": None, "network_advice_code": None, "network_decline_code": None,
             "network_status": "approved_by_network" if succeeded else "declined_by_network",
-            "reason": None if succeeded else decline_code, "risk_level": "normal", "risk_score": 20,
+            "reason": None if succeeded else decline_code,
             "seller_message": "Payment complete." if succeeded else DECLINE_SELLER_MESSAGE,
             "type": "authorized" if succeeded else "issuer_declined",
         },

@@ -173,7 +173,10 @@ class FakeStripeServer:
         handler = _QuietHandler if self._quiet else WSGIRequestHandler
         self._server = make_server(HOST, self._port, self.fake.app, threaded=True, request_handler=handler)
         self.fake.engine.public_url = self.url
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fakestripe-http", daemon=True)
+        # A short poll interval lets stop() return at once instead of after the default half second.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fakestripe-http", daemon=True
+        )
         self._thread.start()
         self.fake.dispatcher.start()
         self.fake.requeue_undelivered()

@@ -1,0 +1,1 @@
+"""Paid memberships: the Stripe gateway, webhook event dispatch and membership state."""
