@@ -38,9 +38,11 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     app.extensions["herald_tokens"] = Tokens(config.SECRET_KEY)
 
     from newsletter import models  # noqa: F401  - registers the tables
-    from newsletter.web import errors, public, security
+    from newsletter.web import api, archive, errors, public, security
 
     app.register_blueprint(public.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(archive.bp)
     errors.register(app)
     security.register(app)
 

@@ -7,7 +7,8 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import select
 
-from newsletter import demo, subscribers
+from newsletter import content_cli, demo, subscribers
+from newsletter.demo import content as demo_content
 from newsletter.extensions import db
 from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionStatus
 
@@ -16,6 +17,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(init_db)
     app.cli.add_command(demo_data)
     app.cli.add_command(list_subscribers)
+    content_cli.register(app)
 
 
 @click.command("init-db")
@@ -27,9 +29,13 @@ def init_db() -> None:
 
 @click.command("demo-data")
 def demo_data() -> None:
-    """Load the demo newsletters (idempotent)."""
+    """Load the demo newsletters, the sample article and a schedule per newsletter (idempotent)."""
     for n in demo.load_newsletters():
         click.echo(f"newsletter {n.slug}: {n.name}")
+    saved = demo_content.load_sample_article()
+    click.echo(f"article {saved.article_id}: the sample article ({'new' if saved.created else 'already there'})")
+    for s in demo_content.load_schedules():
+        click.echo(f"schedule {s.id} for {s.newsletter.slug}: next run {s.next_run_at:%Y-%m-%d %H:%M} UTC")
 
 
 @click.command("list-subscribers")

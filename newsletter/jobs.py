@@ -10,6 +10,7 @@ import logging
 from flask import current_app
 
 SEND_MAIL = "herald.send_mail"
+FETCH_FEED = "herald.fetch_feed"
 TICK = "herald.tick"
 
 log = logging.getLogger(__name__)

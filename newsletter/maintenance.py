@@ -7,12 +7,13 @@ import logging
 
 from flask import current_app
 
-from newsletter import jobs, notifications
+from newsletter import articles, digests, jobs, notifications, schedules
+from newsletter.models import utcnow
 
 log = logging.getLogger(__name__)
 
 
-def tick() -> dict[str, int]:
+def tick(now: dt.datetime | None = None) -> dict[str, int]:
     """Run the periodic duties once and return what each did."""
     config = current_app.config["HERALD"]
     due = notifications.due_mail_jobs(dt.timedelta(seconds=config.MAIL_REQUEUE_SECONDS))
@@ -20,4 +21,22 @@ def tick() -> dict[str, int]:
         jobs.enqueue(jobs.SEND_MAIL, job_id)
     if due:
         log.info("tick re-enqueued %d mail jobs", len(due))
-    return {"mail_jobs_requeued": len(due)}
+    return {"mail_jobs_requeued": len(due), **content_duties(now or utcnow())}
+
+
+def content_duties(now: dt.datetime) -> dict[str, int]:
+    """Enqueue the feeds due a fetch; draft, skip, freeze or record as missed the editions due."""
+    # Each feed is fetched by its own task: a slow feed must not hold up the tick.
+    feed_ids = articles.claim_due_feeds(now)
+    for feed_id in feed_ids:
+        jobs.enqueue(jobs.FETCH_FEED, feed_id)
+    claimed = schedules.claim_due_editions(now)
+    missed = digests.mark_missed_editions(now)
+    # Until the sending engine takes them, due editions are frozen here and wait, frozen, to be sent.
+    frozen = digests.freeze_due_editions(now)
+    return {
+        "feeds_enqueued": len(feed_ids),
+        "editions_drafted": len(claimed.drafted),
+        "editions_missed": len(claimed.missed) + len(missed),
+        **frozen,
+    }

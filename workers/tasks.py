@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from newsletter import jobs, maintenance, notifications
+from newsletter import articles, jobs, maintenance, notifications
 
 
 @shared_task(name=jobs.SEND_MAIL, bind=True, max_retries=None)
@@ -22,3 +22,9 @@ def send_mail(self, job_id: int) -> str | None:
 def tick() -> dict[str, int]:
     """The every-minute duties."""
     return maintenance.tick()
+
+
+@shared_task(name=jobs.FETCH_FEED)
+def fetch_feed(feed_id: int) -> str:
+    """Fetch one feed and store its articles; a failure is recorded on the feed with a backoff."""
+    return articles.fetch_feed(feed_id).outcome.value

@@ -1,6 +1,18 @@
 """SQLAlchemy models, by domain; importing this package registers every table."""
 
 from newsletter.models.base import utcnow
+from newsletter.models.content import (
+    ApiKey,
+    Article,
+    ArticleSource,
+    Audience,
+    Edition,
+    EditionArticle,
+    EditionRendering,
+    EditionStatus,
+    Feed,
+    Schedule,
+)
 from newsletter.models.mail import MailJob, MailJobStatus
 from newsletter.models.subscribers import (
     ConsentEvent,
@@ -14,11 +26,21 @@ from newsletter.models.subscribers import (
 )
 
 __all__ = [
+    "ApiKey",
+    "Article",
+    "ArticleSource",
+    "Audience",
     "ConsentEvent",
     "ConsentKind",
+    "Edition",
+    "EditionArticle",
+    "EditionRendering",
+    "EditionStatus",
+    "Feed",
     "MailJob",
     "MailJobStatus",
     "Newsletter",
+    "Schedule",
     "Subscriber",
     "Subscription",
     "SubscriptionStatus",
