@@ -72,7 +72,7 @@ def app():
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         from flask_migrate import upgrade
 
-        upgrade()
+        upgrade(revision="heads")
         _db.engine.dispose()
     redis_lib.Redis.from_url(REDIS_URL).flushdb()
     yield app
