@@ -202,6 +202,8 @@ def _expand(engine: Engine, node: Any, parts: list[str], path: str) -> None:
     elif key not in node:
         raise invalid("expand", f"This property cannot be expanded ({path}).")
     value = node[key]
+    if value is not None and not isinstance(value, str | dict):
+        raise invalid("expand", f"This property cannot be expanded ({path}).")
     if isinstance(value, str):
         target = engine.store.get(value)
         if target is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -118,9 +118,7 @@ def create_app(fake: FakeStripe) -> Flask:
                 "https://stripe.com/docs or we can help at https://support.stripe.com/."
             )
             return jsonify(StripeAPIError(404, message).body()), 404
-        response = exc.get_response()
-        assert isinstance(response, Response)
-        return response
+        return exc
 
     @app.get("/")
     def index() -> ResponseReturnValue:
@@ -175,7 +173,7 @@ class FakeStripeServer:
         self.fake.engine.public_url = self.url
         # A short poll interval lets stop() return at once instead of after the default half second.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fakestripe-http", daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="fakestripe-http", daemon=True
         )
         self._thread.start()
         self.fake.dispatcher.start()
@@ -183,8 +181,9 @@ class FakeStripeServer:
         return self
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted (the command line's mode)."""
-        self.start()
+        """Serve in the calling thread until interrupted (the command line's mode); starts if not started."""
+        if self._server is None:
+            self.start()
         assert self._thread is not None
         try:
             self._thread.join()
