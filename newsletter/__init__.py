@@ -60,6 +60,7 @@ def _prepare_local_folders(config: Config) -> None:
             (target.parent if prefix == "sqlite:///" else target).mkdir(parents=True, exist_ok=True)
     if config.CELERY_BROKER_URL.startswith("filesystem://"):
         Path(config.CELERY_BROKER_FOLDER).mkdir(parents=True, exist_ok=True)
+    Path(config.UPLOAD_FOLDER).mkdir(parents=True, exist_ok=True)
 
 
 @event.listens_for(Engine, "connect")

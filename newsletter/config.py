@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
@@ -65,6 +67,18 @@ class Config:
     SMTP_TIMEOUT: float = 30.0
     # First retry of a transactional mail after a temporary failure; doubles each time, capped at 300 s.
     MAIL_RETRY_BASE_SECONDS: float = 5.0
+    # The staff console. A session ends this long after sign-in, however busy.
+    STAFF_SESSION_HOURS: float = 12.0
+    # Sign-in form posts per client IP; on top of it, STAFF_LOCKOUT_FAILURES wrong tries for one account
+    # or one IP refuse further tries for STAFF_LOCKOUT_MINUTES, doubling with each further failure.
+    STAFF_SIGNIN_RATE_LIMIT: str = "10 per minute; 60 per hour"
+    STAFF_LOCKOUT_FAILURES: int = 5
+    STAFF_LOCKOUT_MINUTES: float = 15.0
+    # Times in the console are shown in this zone.
+    STAFF_TIMEZONE: str = "Europe/Kyiv"
+    # Uploaded CSV imports are kept here; the worker reads them, so both processes must see the folder.
+    UPLOAD_FOLDER: str = str(VAR / "uploads")
+    IMPORT_MAX_BYTES: int = 200_000_000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Config:
@@ -102,6 +116,13 @@ class Config:
             raise ConfigError(f"HERALD_ENV must be development, production or test, not {self.HERALD_ENV!r}")
         if self.TRUSTED_PROXIES < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
+        if self.STAFF_SESSION_HOURS <= 0 or self.STAFF_LOCKOUT_FAILURES < 1 or self.STAFF_LOCKOUT_MINUTES <= 0:
+            raise ConfigError("STAFF_SESSION_HOURS, STAFF_LOCKOUT_FAILURES and STAFF_LOCKOUT_MINUTES must be positive")
+        try:
+            ZoneInfo(self.STAFF_TIMEZONE)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = self.STAFF_TIMEZONE
+            raise ConfigError(f"STAFF_TIMEZONE must be an IANA time zone like Europe/Kyiv, not {zone!r}") from None
         if not self.is_production:
             return
         if not os.environ.get("SECRET_KEY") and self.SECRET_KEY == DEV_SECRET_KEY:
@@ -139,6 +160,7 @@ class Config:
             "SESSION_COOKIE_SECURE": secure,
             "SESSION_COOKIE_HTTPONLY": True,
             "SESSION_COOKIE_SAMESITE": "Lax",
+            "PERMANENT_SESSION_LIFETIME": dt.timedelta(hours=self.STAFF_SESSION_HOURS),
             "MAX_CONTENT_LENGTH": 1024 * 1024,
             "MAX_FORM_MEMORY_SIZE": 64 * 1024,
             "PREFERRED_URL_SCHEME": "https" if secure else "http",

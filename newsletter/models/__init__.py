@@ -14,6 +14,15 @@ from newsletter.models.content import (
     Schedule,
 )
 from newsletter.models.mail import MailJob, MailJobStatus
+from newsletter.models.staff import (
+    AuditAction,
+    AuditEvent,
+    ImportStatus,
+    SignInThrottle,
+    StaffRole,
+    StaffUser,
+    SubscriberImport,
+)
 from newsletter.models.subscribers import (
     ConsentEvent,
     ConsentKind,
@@ -26,6 +35,13 @@ from newsletter.models.subscribers import (
 )
 
 __all__ = [
+    "AuditAction",
+    "AuditEvent",
+    "ImportStatus",
+    "SignInThrottle",
+    "StaffRole",
+    "StaffUser",
+    "SubscriberImport",
     "ApiKey",
     "Article",
     "ArticleSource",
