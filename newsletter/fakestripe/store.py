@@ -106,7 +106,7 @@ class Store:
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Insert or replace an object; new objects get the next position for list ordering."""
-        body = json.dumps(obj, sort_keys=True)
+        body = json.dumps(obj)
         with self.tx():
             updated = self._conn.execute(
                 "UPDATE objects SET body = ? WHERE id = ?", (body, obj["id"])

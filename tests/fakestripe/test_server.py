@@ -111,3 +111,21 @@ def test_the_command_line_serves_with_settings_from_the_environment(tmp_path: Pa
         process.terminate()
         out, err = process.communicate(timeout=10)
     assert f"fake Stripe on http://127.0.0.1:{port}" in out, err
+
+
+def test_the_fake_stands_alone_from_herald_and_from_the_stripe_sdk() -> None:
+    import ast
+
+    import newsletter.fakestripe
+
+    package = Path(newsletter.fakestripe.__file__).parent
+    imported: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    herald = {m for m in imported if m.split(".")[0] == "newsletter" and not m.startswith("newsletter.fakestripe")}
+    assert herald == set()
+    assert not {m for m in imported if m.split(".")[0] == "stripe"}
