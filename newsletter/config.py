@@ -14,6 +14,10 @@ VAR = ROOT / "var"
 
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
 DEV_POSTAL_ADDRESS = "Herald Newsroom, 1 Example Street, 01001 Kyiv, Ukraine"
+# The local fake Stripe (python -m newsletter.fakestripe) that `make run` starts, and what it accepts.
+LOCAL_STRIPE_API_BASE = "http://127.0.0.1:12111"
+DEV_STRIPE_SECRET_KEY = "sk_test_herald_local_fake_stripe"
+DEV_STRIPE_WEBHOOK_SECRET = "whsec_dev"
 
 
 class ConfigError(RuntimeError):
@@ -67,6 +71,20 @@ class Config:
     SMTP_TIMEOUT: float = 30.0
     # First retry of a transactional mail after a temporary failure; doubles each time, capped at 300 s.
     MAIL_RETRY_BASE_SECONDS: float = 5.0
+    # Stripe. An empty API base means the real Stripe; the default is the local fake, whose key is filled in.
+    STRIPE_SECRET_KEY: str = ""
+    STRIPE_API_BASE: str = LOCAL_STRIPE_API_BASE
+    STRIPE_WEBHOOK_SECRET: str = DEV_STRIPE_WEBHOOK_SECRET
+    # Stripe's own dunning mails can replace ours; then Herald sends no payment-failed mail.
+    STRIPE_SENDS_PAYMENT_FAILED_MAIL: bool = False
+    # A stored webhook event still unhandled this long after it arrived is enqueued again by the tick.
+    WEBHOOK_REQUEUE_SECONDS: float = 30.0
+    # One-time donations, in whole units of DONATION_CURRENCY (cents are allowed in the amount given).
+    DONATION_MIN: float = 2.0
+    DONATION_MAX: float = 10_000.0
+    DONATION_CURRENCY: str = "eur"
+    # The newsletter the membership page offers with its "also get the daily digest" box (a slug).
+    MEMBERSHIP_NEWSLETTER: str = "daily"
     # The staff console. A session ends this long after sign-in, however busy.
     STAFF_SESSION_HOURS: float = 12.0
     # Sign-in form posts per client IP; on top of it, STAFF_LOCKOUT_FAILURES wrong tries for one account
@@ -79,6 +97,10 @@ class Config:
     # Uploaded CSV imports are kept here; the worker reads them, so both processes must see the folder.
     UPLOAD_FOLDER: str = str(VAR / "uploads")
     IMPORT_MAX_BYTES: int = 200_000_000
+
+    def __post_init__(self) -> None:
+        if not self.STRIPE_SECRET_KEY and self.uses_local_stripe:
+            self.STRIPE_SECRET_KEY = DEV_STRIPE_SECRET_KEY
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides) -> Config:
@@ -105,6 +127,12 @@ class Config:
         return self.HERALD_ENV == "production"
 
     @property
+    def uses_local_stripe(self) -> bool:
+        """Whether Stripe calls go to a fake on this machine rather than to Stripe."""
+        host = urlsplit(self.STRIPE_API_BASE).hostname or ""
+        return host in {"127.0.0.1", "localhost", "::1"}
+
+    @property
     def mail_domain(self) -> str:
         """The domain our Message-IDs live on: the sender's own."""
         addr = self.MAIL_FROM.rsplit("<", 1)[-1].rstrip(">").strip()
@@ -116,6 +144,7 @@ class Config:
             raise ConfigError(f"HERALD_ENV must be development, production or test, not {self.HERALD_ENV!r}")
         if self.TRUSTED_PROXIES < 0:
             raise ConfigError("TRUSTED_PROXIES must be 0 or more")
+        self._check_billing()
         if self.STAFF_SESSION_HOURS <= 0 or self.STAFF_LOCKOUT_FAILURES < 1 or self.STAFF_LOCKOUT_MINUTES <= 0:
             raise ConfigError("STAFF_SESSION_HOURS, STAFF_LOCKOUT_FAILURES and STAFF_LOCKOUT_MINUTES must be positive")
         try:
@@ -141,6 +170,18 @@ class Config:
             raise ConfigError("MAIL_FROM must be an address on the newsroom's own domain in production")
         if not self.CSRF_ENABLED or not self.RATELIMIT_ENABLED:
             raise ConfigError("CSRF_ENABLED and RATELIMIT_ENABLED cannot be switched off in production")
+        if self.uses_local_stripe:
+            raise ConfigError("STRIPE_API_BASE must be empty in production, so payments go to Stripe")
+        if not self.STRIPE_SECRET_KEY.startswith(("sk_", "rk_")) or self.STRIPE_SECRET_KEY == DEV_STRIPE_SECRET_KEY:
+            raise ConfigError("STRIPE_SECRET_KEY must be set in production (a secret or restricted key)")
+        if not self.STRIPE_WEBHOOK_SECRET.startswith("whsec_") or self.STRIPE_WEBHOOK_SECRET == DEV_STRIPE_WEBHOOK_SECRET:
+            raise ConfigError("STRIPE_WEBHOOK_SECRET must be set in production (the endpoint's whsec_ signing secret)")
+
+    def _check_billing(self) -> None:
+        if not 0 < self.DONATION_MIN <= self.DONATION_MAX:
+            raise ConfigError("DONATION_MIN must be above 0 and at most DONATION_MAX")
+        if len(self.DONATION_CURRENCY) != 3 or not self.DONATION_CURRENCY.isalpha():
+            raise ConfigError("DONATION_CURRENCY must be a three-letter ISO currency code, e.g. eur")
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read under their own names."""

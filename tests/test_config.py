@@ -12,6 +12,9 @@ GOOD = {
     "MAIL_URL": "smtp://user:pass@smtp.example.com:587?tls=starttls",
     "MAIL_FROM": "The Newsroom <digest@news.example.com>",
     "POSTAL_ADDRESS": "1 Real Street, Kyiv",
+    "STRIPE_API_BASE": "",
+    "STRIPE_SECRET_KEY": "sk_live_" + "x" * 24,
+    "STRIPE_WEBHOOK_SECRET": "whsec_" + "y" * 32,
 }
 
 
@@ -38,6 +41,9 @@ def test_a_complete_production_configuration_starts(monkeypatch):
         ({"MAIL_URL": None}, "MAIL_URL"),
         ({"POSTAL_ADDRESS": None}, "POSTAL_ADDRESS"),
         ({"MAIL_FROM": None}, "MAIL_FROM"),
+        ({"STRIPE_API_BASE": None}, "STRIPE_API_BASE"),
+        ({"STRIPE_SECRET_KEY": None}, "STRIPE_SECRET_KEY"),
+        ({"STRIPE_WEBHOOK_SECRET": None}, "STRIPE_WEBHOOK_SECRET"),
     ],
 )
 def test_production_refuses_a_missing_or_unsafe_setting_and_names_it(monkeypatch, change, variable):
@@ -70,3 +76,10 @@ def test_numbers_and_flags_are_parsed():
 
 def test_message_ids_live_on_the_senders_domain():
     assert Config.from_env({"MAIL_FROM": "News <digest@news.example.com>"}).mail_domain == "news.example.com"
+
+
+def test_the_local_fake_stripe_gets_a_test_key_and_donation_bounds_are_checked():
+    assert Config.from_env({}).STRIPE_SECRET_KEY.startswith("sk_test_")
+    assert Config.from_env({"STRIPE_API_BASE": ""}).STRIPE_SECRET_KEY == ""
+    with pytest.raises(ConfigError, match="DONATION_MIN"):
+        Config.from_env({"DONATION_MIN": "50", "DONATION_MAX": "10"}).check()
