@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_TITLE = 300
 MAX_SUMMARY = 400
-MAX_CAPTION = 300
+MAX_CAPTION = 500
 MAX_URL = 1000
 MAX_GUID = 512
 MAX_AUTHORS = 10
@@ -597,7 +597,9 @@ def _retry_after(headers) -> float | None:
 
 
 def _parse(body: bytes, url: str, content_type: str) -> feedparser.FeedParserDict:
-    parsed = feedparser.parse(body, response_headers={"content-location": url, "content-type": content_type})
+    # Relative links in an item are resolved against the item's own URL when it is sanitized, as readers do.
+    parsed = feedparser.parse(body, response_headers={"content-location": url, "content-type": content_type},
+                              resolve_relative_uris=False)
     if not parsed.get("version"):
         reason = parsed.get("bozo_exception") or "no RSS or Atom document found"
         raise FeedError(f"not a valid RSS or Atom feed: {reason}"[:1000])

@@ -20,6 +20,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import delete, exists, select, update
 
 from newsletter.addresses import InvalidInput
+from newsletter.articles import shorten
 from newsletter.extensions import db
 from newsletter.models import (
     Article,
@@ -186,6 +187,12 @@ def choose_articles(newsletter_id: int, run_at: dt.datetime, *, now: dt.datetime
     return chosen
 
 
+def _lock_newsletter(newsletter_id: int) -> None:
+    # Two claims or freezes for one newsletter choosing at once would both see the same unused
+    # articles; on PostgreSQL the newsletter's row lock makes them take turns (SQLite writes one at a time).
+    db.session.execute(select(Newsletter.id).where(Newsletter.id == newsletter_id).with_for_update())
+
+
 def _set_items(edition: Edition, articles: list[Article]) -> None:
     db.session.execute(delete(EditionArticle).where(EditionArticle.edition_id == edition.id))
     db.session.add_all(
@@ -195,15 +202,21 @@ def _set_items(edition: Edition, articles: list[Article]) -> None:
     db.session.expire(edition, ["items"])
 
 
-def fill_draft(edition_id: int, now: dt.datetime | None = None) -> list[int]:
-    """Choose the articles of a freshly claimed draft; the caller commits. Return the article ids."""
-    now = now or utcnow()
-    edition = db.session.get(Edition, edition_id)
+def _refresh(edition: Edition, now: dt.datetime) -> None:
+    """Choose the edition's articles afresh, newsletter locked; the caller commits."""
+    _lock_newsletter(edition.newsletter_id)
     schedule = db.session.get(Schedule, edition.schedule_id) if edition.schedule_id else None
     articles = choose_articles(edition.newsletter_id, edition.run_at, now=now, schedule=schedule,
                                exclude_edition_id=edition.id)
     _set_items(edition, articles)
-    return [a.id for a in articles]
+
+
+def fill_draft(edition_id: int, now: dt.datetime | None = None) -> list[int]:
+    """Choose the articles of a freshly claimed draft; the caller commits. Return the article ids."""
+    now = now or utcnow()
+    edition = db.session.get(Edition, edition_id)
+    _refresh(edition, now)
+    return [item.article_id for item in edition.items]
 
 
 # --- Editing a draft ----------------------------------------------------------------------------
@@ -376,7 +389,7 @@ def _items(content: DigestContent, audience: Audience, levels: list[int], tz: Zo
             show_summary=bool(article.summary) and level >= SUMMARY,
             byline=_byline(article.authors or []),
             date_label=_date(article.published_at, tz),
-            image_alt=article.image_caption or article.title,
+            image_alt=shorten(article.image_caption or article.title, 200),
             body_text=html_to_text(article.body) if show_body else "",
         ))
     return items
@@ -396,8 +409,9 @@ def _subject(content: DigestContent) -> str:
     }
     try:
         return subject_environment().from_string(content.subject_template).render(context)
-    except TemplateError:
-        log.exception("subject template of newsletter %s failed; using the default", content.newsletter.slug)
+    except TemplateError as exc:
+        # Staff wrote it; a mistake or a sandbox refusal must not stop the edition.
+        log.warning("subject template of %s failed (%s); using the default", content.newsletter.slug, exc)
         return ""
 
 
@@ -504,13 +518,6 @@ def render_edition(edition_id: int) -> dict[Audience, Rendering]:
 
 
 # --- Freezing and the tick ----------------------------------------------------------------------
-
-
-def _refresh(edition: Edition, now: dt.datetime) -> None:
-    schedule = db.session.get(Schedule, edition.schedule_id) if edition.schedule_id else None
-    articles = choose_articles(edition.newsletter_id, edition.run_at, now=now, schedule=schedule,
-                               exclude_edition_id=edition.id)
-    _set_items(edition, articles)
 
 
 def freeze_edition(edition_id: int, now: dt.datetime | None = None) -> EditionStatus:

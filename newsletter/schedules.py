@@ -109,9 +109,7 @@ def local_occurrence(day: dt.date, at: dt.time, tz: ZoneInfo) -> dt.datetime:
 def next_run_after(days: str, at: dt.time, timezone: str, after: dt.datetime) -> dt.datetime:
     """Return the first run strictly after `after` (aware), in UTC."""
     tz = parse_timezone(timezone)
-    wanted = {DAYS.index(d) for d in days.split(",") if d}
-    if not wanted:
-        raise InvalidInput("Choose at least one day.", "days")
+    wanted = {DAYS.index(d) for d in parse_days(days).split(",")}
     start = after.astimezone(tz).date()
     # From the day before: a skipped late-evening time can be pushed past midnight into `start`.
     for offset in range(-1, 9):
