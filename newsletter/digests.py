@@ -82,7 +82,7 @@ class Rendering:
 
 # --- Text ---------------------------------------------------------------------------------------
 
-_BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "li", "figure", "figcaption",
+_BLOCKS = {"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "ul", "ol", "figure", "figcaption",
            "table", "tr", "pre", "hr"}
 _PARAGRAPH = "\x00"
 
@@ -98,7 +98,7 @@ class _TextMaker(HTMLParser):
         if tag in _BLOCKS:
             self.parts.append(_PARAGRAPH)
         if tag == "li":
-            self.parts.append("- ")
+            self.parts.append("\n- ")
         elif tag == "br":
             self.parts.append("\n")
         elif tag == "a":

@@ -230,7 +230,7 @@ def test_a_newsletter_folder_overrides_the_default_template_file_by_file(app, db
 def test_html_to_text_keeps_paragraphs_lists_and_links():
     text = digests.html_to_text('<p>One <a href="https://e.org/x">link</a>.</p><ul><li>first</li><li>second</li></ul>'
                                 "<p>Line<br>break</p>")
-    assert text == "One link (https://e.org/x).\n\n- first\n\n- second\n\nLine\nbreak"
+    assert text == "One link (https://e.org/x).\n\n- first\n- second\n\nLine\nbreak"
 
 
 def sent(db, edition: Edition) -> Edition:
