@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -11,7 +12,7 @@ from flask.cli import AppGroup
 
 from newsletter import articles, digests, schedules
 from newsletter.addresses import InvalidInput
-from newsletter.models import Audience, EditionStatus, utcnow
+from newsletter.models import Audience, Edition, EditionStatus, Schedule, utcnow
 
 feeds_cli = AppGroup("feeds", help="RSS and Atom feeds we ingest.")
 schedules_cli = AppGroup("schedules", help="When each newsletter's digest is made.")
@@ -105,7 +106,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def _print_schedule(s) -> None:
+def _print_schedule(s: Schedule) -> None:
     tags = ""
     if s.include_tags:
         tags += f"\tonly: {', '.join(s.include_tags)}"
@@ -127,7 +128,8 @@ def _print_schedule(s) -> None:
 @click.option("--exclude", multiple=True, help="Never articles with these tags or sections.")
 @click.option("--subject", default="", help="Subject template, e.g. '{{ newsletter.name }}: {{ top.title }}'.")
 @click.option("--disabled", is_flag=True, help="Create it switched off.")
-def schedules_create(newsletter, days, at, tz, article_limit, include, exclude, subject, disabled) -> None:
+def schedules_create(newsletter: str, days: str, at: str, tz: str, article_limit: int, include: tuple[str, ...],
+                     exclude: tuple[str, ...], subject: str, disabled: bool) -> None:
     """Create a schedule for a newsletter."""
     try:
         s = schedules.create_schedule(newsletter, days, at, tz, article_limit=article_limit,
@@ -161,7 +163,9 @@ def schedules_list(newsletter: str | None) -> None:
 @click.option("--exclude", multiple=True, help="Replaces the exclude list; pass '' to clear it.")
 @click.option("--subject")
 @click.option("--enable/--disable", "enabled", default=None)
-def schedules_edit(schedule_id, days, at, tz, article_limit, include, exclude, subject, enabled) -> None:
+def schedules_edit(schedule_id: int, days: str | None, at: str | None, tz: str | None, article_limit: int | None,
+                   include: tuple[str, ...], exclude: tuple[str, ...], subject: str | None,
+                   enabled: bool | None) -> None:
     """Change a schedule; a new day, time or zone cancels its pending draft and recomputes the next run."""
     changes = {
         "days": days, "at": at, "timezone": tz, "article_limit": article_limit, "subject_template": subject,
@@ -249,7 +253,7 @@ def editions_list(newsletter: str | None, status: str | None, limit: int) -> Non
     click.echo(f"{len(found)} edition(s)", err=True)
 
 
-def _edit(action, *args) -> None:
+def _edit(action: Callable[..., Edition], *args: int | str | None) -> None:
     try:
         edition = action(*args)
     except InvalidInput as exc:

@@ -46,8 +46,9 @@ def parse_sample_article(text: str) -> articles.ArticleData:
         rest.pop(0)
     byline = _BYLINE.match(rest.pop(0))
     caption = rest.pop(0).strip()
-    authors_at = next(i for i, line in enumerate(rest) if line.startswith("Authors:"))
-    authors = [a.strip() for a in rest[authors_at].removeprefix("Authors:").split(",") if a.strip()]
+    authors_at = next((i for i, line in enumerate(rest) if line.startswith("Authors:")), len(rest))
+    authors_line = rest[authors_at] if authors_at < len(rest) else ""
+    authors = [a.strip() for a in authors_line.removeprefix("Authors:").split(",") if a.strip()]
     blocks, block = [], []
     for line in rest[:authors_at] + [""]:
         if line.strip():
