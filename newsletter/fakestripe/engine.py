@@ -59,7 +59,7 @@ class Engine:
         public_url: str,
         seed: int | None,
         settings: Settings,
-        on_event: Callable[[dict[str, Any]], None],
+        on_event: Callable[[dict[str, Any], float], None],
         webhooks_enabled: Callable[[], bool],
     ) -> None:
         self.store = store
@@ -146,7 +146,9 @@ class Engine:
         self.store.put(ev)
         self._emitted.append(event_type)
         if ev["pending_webhooks"]:
-            self.store.after_commit(lambda: self._on_event(ev))
+            # All events of one transaction share its commit time, so random delivery delays order
+            # them the same way on every run with the same seed.
+            self.store.after_commit(lambda: self._on_event(ev, self.store.committed_at))
         return ev
 
     def _emit_update(self, event_type: str, before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -414,7 +416,10 @@ class Engine:
                 tests.append(lambda c, f=field, v=value: (c.get(f) or "").lower() == v.lower())
         items = [c for c in self.store.all("customer") if not c.get("_deleted") and all(t(c) for t in tests)]
         limit = p.get("limit") or 10
-        offset = int(p["page"]) if p.get("page") else 0
+        page_token = p.get("page") or "0"
+        if not page_token.isdigit():
+            raise invalid("page", f"Invalid page token: {page_token}")
+        offset = int(page_token)
         page = items[offset : offset + limit]
         more = len(items) > offset + limit
         return {
@@ -659,6 +664,8 @@ class Engine:
         with self.store.tx():
             self.context.request_id = None
             session = self.get("checkout.session", session_id, "checkout.session")
+            if session["status"] == "open" and self.now() > session["expires_at"]:
+                self._expire(session)
             if session["status"] != "open":
                 return CheckoutOutcome(error=f"This Checkout Session is {session['status']}.")
             customer = self.store.get(session["customer"], "customer") if session["customer"] else None
@@ -1042,7 +1049,7 @@ class Engine:
                     )
                 if new_price["currency"] != sub["currency"]:
                     raise invalid(f"{path}[price]", "The price's currency must match the subscription's currency.")
-            quantity = change.get("quantity") or old_quantity
+            quantity = change["quantity"] if change.get("quantity") is not None else old_quantity
             start, end = item["current_period_start"], item["current_period_end"]
             unused = max(0.0, min(1.0, (end - at) / (end - start))) if end > start else 0.0
             old_total, new_total = old_price["unit_amount"] * old_quantity, new_price["unit_amount"] * quantity

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from flask import Flask, jsonify, request
@@ -86,8 +87,9 @@ class FakeStripe:
     def requeue_undelivered(self) -> int:
         """Queue again the events a previous run never delivered (state kept in a database file)."""
         events = [e for e in self.store.all("event") if e["pending_webhooks"] and not e.get("_delivery_failed")]
+        now = time.monotonic()
         for event in sorted(events, key=lambda e: e["_seq"]):
-            self.dispatcher.enqueue(event)
+            self.dispatcher.enqueue(event, now)
         return len(events)
 
 

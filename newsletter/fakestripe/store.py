@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,9 @@ class Store:
         self.lock = threading.RLock()
         self._depth = 0
         self._after_commit: list[Callable[[], None]] = []
+        # When the latest transaction committed (monotonic clock): after-commit work can treat
+        # everything one transaction did as happening at the same instant.
+        self.committed_at = time.monotonic()
 
     def close(self) -> None:
         """Close the database connection."""
@@ -84,6 +88,7 @@ class Store:
                 self._conn.execute(f"RELEASE sp{depth}")
                 return
             self._conn.execute("COMMIT")
+            self.committed_at = time.monotonic()
             callbacks, self._after_commit = self._after_commit, []
             for callback in callbacks:
                 callback()
@@ -92,6 +97,7 @@ class Store:
         """Call ``callback`` once the outermost transaction commits; drop it if it rolls back."""
         with self.lock:
             if self._depth == 0:
+                self.committed_at = time.monotonic()
                 callback()
             else:
                 self._after_commit.append(callback)

@@ -113,13 +113,16 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def enqueue(self, event: dict[str, Any]) -> None:
-        """Queue an event for delivery (and maybe a duplicate), if an endpoint is configured."""
+    def enqueue(self, event: dict[str, Any], emitted_at: float | None = None) -> None:
+        """Queue an event for delivery (and maybe a duplicate), if an endpoint is configured.
+
+        ``emitted_at`` (monotonic) is when the event counts as emitted; random delays start from it.
+        """
         if not self.settings.url:
             return
         payload = json.dumps({k: v for k, v in event.items() if not k.startswith("_")}, indent=2).encode()
         seq = event["_seq"]
-        now = time.monotonic()
+        now = time.monotonic() if emitted_at is None else emitted_at
         with self._cond:
             first_delay = self._rng(seq, 1, "delay").uniform(0, self.settings.delay) if self.settings.delay else 0.0
             self._push(_Job(now + first_delay, 0, event["id"], event["type"], seq, payload))

@@ -360,3 +360,42 @@ def test_the_gateway_is_the_only_herald_module_that_imports_stripe() -> None:
         if any(line.startswith(("import stripe", "from stripe")) for line in path.read_text().splitlines())
     )
     assert importers == ["billing/gateway.py"]
+
+
+def test_an_expired_session_can_no_longer_be_paid(fake: FakeStripeServer, gateway: StripeGateway,
+                                                  catalog: dict[str, Any]) -> None:
+    session = gateway.create_checkout_session(
+        mode="subscription", success_url="http://127.0.0.1:9/welcome",
+        line_items=[{"price": catalog["herald_monthly"]["id"], "quantity": 1}],
+    )
+    expired = gateway.client.v1.checkout.sessions.expire(session["id"])
+    assert expired.status == "expired" and expired.url is None
+    refused = pay(session)
+    assert refused.status_code == 402 and "is expired" in refused.text
+    assert gateway.list_events(["checkout.session.expired"])[0]["data"]["object"]["id"] == session["id"]
+    with pytest.raises(InvalidRequestError):
+        gateway.client.v1.checkout.sessions.expire(session["id"])
+    late = gateway.create_checkout_session(
+        mode="subscription", success_url="http://127.0.0.1:9/welcome",
+        line_items=[{"price": catalog["herald_monthly"]["id"], "quantity": 1}],
+    )
+    record = fake.fake.store.get(late["id"])
+    assert record is not None
+    record["expires_at"] = record["created"] - 1
+    fake.fake.store.put(record)
+    assert "is expired" in pay(late).text
+
+
+def test_customer_search_pages_and_refuses_a_bad_page_token(fake: FakeStripeServer, gateway: StripeGateway) -> None:
+    for n in range(3):
+        gateway.client.v1.customers.create(params={"email": "same@example.org", "name": f"Reader {n}"})
+    first = gateway.client.v1.customers.search(params={"query": "email:'same@example.org'", "limit": 2})
+    assert len(first.data) == 2 and first.has_more is True
+    rest = gateway.client.v1.customers.search(params={"query": "email:'same@example.org'", "limit": 2,
+                                                      "page": first.next_page})
+    assert len(rest.data) == 1 and rest.has_more is False
+    with pytest.raises(InvalidRequestError) as caught:
+        gateway.client.v1.customers.search(params={"query": "email:'x@example.org'", "page": "abc"})
+    assert caught.value.param == "page"
+    with pytest.raises(InvalidRequestError):
+        gateway.client.v1.customers.search(params={"query": "created>5"})
