@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin
@@ -13,6 +11,7 @@ import requests
 
 from newsletter.billing.gateway import StripeGateway
 from newsletter.fakestripe import FakeStripeServer
+from newsletter.fakestripe.__main__ import main as cli_main
 from tests.fakestripe.support import Receiver, api, join, portal_post
 
 FAILING_CARD = "4000 0000 0000 0341"
@@ -207,20 +206,14 @@ def test_off_session_renewal_needing_authentication_asks_the_member_to_act(
 
 
 def test_the_command_line_advances_a_subscription(
-    fake: FakeStripeServer, gateway: StripeGateway, catalog: dict[str, Any]
+    fake: FakeStripeServer, gateway: StripeGateway, catalog: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, sub = join(gateway, catalog)
-    done = subprocess.run(
-        [sys.executable, "-m", "newsletter.fakestripe", "advance", sub["id"], "--url", fake.url],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert '"status": "paid"' in done.stdout
-    missing = subprocess.run(
-        [sys.executable, "-m", "newsletter.fakestripe", "--url", fake.url, "advance", "sub_missing"],
-        capture_output=True, text=True, timeout=30, check=False,
-    )
-    assert missing.returncode == 1 and "resource_missing" in missing.stdout
+    assert cli_main(["advance", sub["id"], "--url", fake.url]) == 0
+    assert '"status": "paid"' in capsys.readouterr().out
+    assert cli_main(["--url", fake.url, "advance", "sub_missing"]) == 1
+    assert "resource_missing" in capsys.readouterr().out
+    assert gateway.retrieve_subscription(sub["id"])["latest_invoice"] != sub["latest_invoice"]
 
 
 @pytest.mark.parametrize("payload", [{}, {"subscription": "sub_missing"}])
