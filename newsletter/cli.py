@@ -7,7 +7,7 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import select
 
-from newsletter import content_cli, demo, subscribers
+from newsletter import content_cli, demo, sending_cli, subscribers
 from newsletter.demo import content as demo_content
 from newsletter.extensions import db
 from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionStatus
@@ -18,6 +18,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(demo_data)
     app.cli.add_command(list_subscribers)
     content_cli.register(app)
+    sending_cli.register(app)
 
 
 @click.command("init-db")

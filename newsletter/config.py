@@ -97,6 +97,31 @@ class Config:
     # Uploaded CSV imports are kept here; the worker reads them, so both processes must see the folder.
     UPLOAD_FOLDER: str = str(VAR / "uploads")
     IMPORT_MAX_BYTES: int = 200_000_000
+    # The sending engine. Deliveries per batch (one task's claim) and batch chains run per edition
+    # (match the workers' total concurrency).
+    SEND_BATCH_SIZE: int = 500
+    SEND_CONCURRENCY: int = 2
+    # Messages per second across all workers together; 0 is unlimited. Redis holds the bucket when
+    # REDIS_URL is set, the database otherwise.
+    SEND_RATE: float = 0.0
+    # A batch's lease; renewed while it runs, reclaimed by the tick once it has run out.
+    SEND_LEASE_SECONDS: float = 120.0
+    # Temporary failures (4xx, a dropped connection) are retried this many times in all, after a
+    # delay that starts here and doubles, with jitter, up to the maximum.
+    SEND_MAX_ATTEMPTS: int = 6
+    SEND_RETRY_SECONDS: float = 60.0
+    SEND_RETRY_MAX_SECONDS: float = 3600.0
+    # Feedback-ID's constant SenderId (Gmail's feedback loop: 5-15 characters).
+    FEEDBACK_ID_SENDER: str = "herald"
+    # The mailto: in List-Unsubscribe; empty means unsubscribe@ the sender's domain.
+    LIST_UNSUBSCRIBE_MAILTO: str = ""
+    # DKIM signing when a PEM RSA key file is given; the domain defaults to the From address's.
+    DKIM_KEY_FILE: str = ""
+    DKIM_SELECTOR: str = "herald"
+    DKIM_DOMAIN: str = ""
+    # Tests only: "kill-after-accept:N" SIGKILLs the worker once its N-th message was accepted by
+    # the server and before it was recorded (the crash drill). Refused in production.
+    SEND_FAULT: str = ""
 
     def __post_init__(self) -> None:
         if not self.STRIPE_SECRET_KEY and self.uses_local_stripe:
@@ -152,6 +177,7 @@ class Config:
         except (ZoneInfoNotFoundError, ValueError):
             zone = self.STAFF_TIMEZONE
             raise ConfigError(f"STAFF_TIMEZONE must be an IANA time zone like Europe/Kyiv, not {zone!r}") from None
+        self._check_sending()
         if not self.is_production:
             return
         if not os.environ.get("SECRET_KEY") and self.SECRET_KEY == DEV_SECRET_KEY:
@@ -182,6 +208,18 @@ class Config:
             raise ConfigError("DONATION_MIN must be above 0 and at most DONATION_MAX")
         if len(self.DONATION_CURRENCY) != 3 or not self.DONATION_CURRENCY.isalpha():
             raise ConfigError("DONATION_CURRENCY must be a three-letter ISO currency code, e.g. eur")
+
+    def _check_sending(self) -> None:
+        if not 1 <= self.SEND_BATCH_SIZE <= 1000 or self.SEND_CONCURRENCY < 1 or self.SEND_MAX_ATTEMPTS < 1:
+            raise ConfigError("SEND_BATCH_SIZE must be 1-1000; SEND_CONCURRENCY and SEND_MAX_ATTEMPTS at least 1")
+        if self.SEND_RATE < 0 or self.SEND_LEASE_SECONDS <= 0 or self.SEND_RETRY_SECONDS <= 0:
+            raise ConfigError("SEND_RATE must be 0 or more; SEND_LEASE_SECONDS and SEND_RETRY_SECONDS positive")
+        if not 5 <= len(self.FEEDBACK_ID_SENDER) <= 15 or not self.FEEDBACK_ID_SENDER.replace("-", "").isalnum():
+            raise ConfigError("FEEDBACK_ID_SENDER must be 5-15 letters, digits or hyphens")
+        if self.DKIM_KEY_FILE and not Path(self.DKIM_KEY_FILE).is_file():
+            raise ConfigError(f"DKIM_KEY_FILE {self.DKIM_KEY_FILE!r} is not a readable file")
+        if self.SEND_FAULT and self.is_production:
+            raise ConfigError("SEND_FAULT is for tests and cannot be set in production")
 
     def flask_settings(self) -> dict:
         """The subset Flask and its extensions read under their own names."""

@@ -11,6 +11,8 @@ from flask import current_app
 
 SEND_MAIL = "herald.send_mail"
 FETCH_FEED = "herald.fetch_feed"
+START_EDITION = "herald.start_edition"
+SEND_BATCH = "herald.send_batch"
 TICK = "herald.tick"
 
 log = logging.getLogger(__name__)

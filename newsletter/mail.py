@@ -48,7 +48,8 @@ class MailError(Exception):
         super().__init__(message)
         self.code = code
         self.enhanced = enhanced
-        # Which command was refused: "mail" (the sender), "rcpt" (the recipient), "data" or "".
+        # What was refused: "connect" (greeting, TLS, login: no message was tried), "mail" (the
+        # sender), "rcpt" (the recipient), "data", or "" when unknown.
         self.stage = stage
 
     @property
@@ -457,9 +458,9 @@ class SMTPTransport(_Context):
             if self.username:
                 conn.login(self.username, self.password)
         except smtplib.SMTPResponseException as exc:
-            raise _classify(exc.smtp_code, exc.smtp_error) from None
+            raise _classify(exc.smtp_code, exc.smtp_error, "connect") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise TemporaryMailError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+            raise TemporaryMailError(f"cannot connect to {self.host}:{self.port}: {exc}", stage="connect") from None
         self._conn, self._used = conn, False
 
     def send(self, sender: str, recipient: str, data: bytes) -> None:

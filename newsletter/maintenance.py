@@ -7,7 +7,7 @@ import logging
 
 from flask import current_app
 
-from newsletter import articles, digests, jobs, notifications, schedules
+from newsletter import articles, digests, jobs, notifications, schedules, sending
 from newsletter.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,8 @@ def tick(now: dt.datetime | None = None) -> dict[str, int]:
         jobs.enqueue(jobs.SEND_MAIL, job_id)
     if due:
         log.info("tick re-enqueued %d mail jobs", len(due))
-    return {"mail_jobs_requeued": len(due), **content_duties(now or utcnow())}
+    now = now or utcnow()
+    return {"mail_jobs_requeued": len(due), **content_duties(now), **sending.sending_duties(now)}
 
 
 def content_duties(now: dt.datetime) -> dict[str, int]:

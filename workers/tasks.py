@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_process_init, worker_process_shutdown
 
-from newsletter import articles, jobs, maintenance, notifications
+from newsletter import articles, jobs, maintenance, notifications, sending
+from newsletter.extensions import db
 
 
 @shared_task(name=jobs.SEND_MAIL, bind=True, max_retries=None)
@@ -28,3 +30,29 @@ def tick() -> dict[str, int]:
 def fetch_feed(feed_id: int) -> str:
     """Fetch one feed and store its articles; a failure is recorded on the feed with a backoff."""
     return articles.fetch_feed(feed_id).outcome.value
+
+
+@shared_task(name=jobs.START_EDITION)
+def start_edition(edition_id: int) -> int:
+    """Fan a frozen edition out into deliveries and start its batch tasks."""
+    return sending.start_edition(edition_id).recipients
+
+
+@shared_task(name=jobs.SEND_BATCH)
+def send_batch(edition_id: int) -> dict[str, int]:
+    """Deliver one batch of an edition, then enqueue the next; retries live in the database, not here."""
+    return sending.run_batch(edition_id).counts
+
+
+@worker_process_init.connect
+def _own_database_connections(**_) -> None:
+    # A forked pool process must not share the parent's pooled database sockets.
+    from workers.celery_app import flask_app
+
+    with flask_app.app_context():
+        db.engine.dispose(close=False)
+
+
+@worker_process_shutdown.connect
+def _close_smtp(**_) -> None:
+    sending.close_transports()

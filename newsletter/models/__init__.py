@@ -14,6 +14,14 @@ from newsletter.models.content import (
     Schedule,
 )
 from newsletter.models.mail import MailJob, MailJobStatus
+from newsletter.models.sending import (
+    BatchStatus,
+    Delivery,
+    DeliveryBatch,
+    DeliveryStatus,
+    EditionSend,
+    RateBucket,
+)
 from newsletter.models.staff import (
     AuditAction,
     AuditEvent,
@@ -48,6 +56,12 @@ __all__ = [
     "Audience",
     "ConsentEvent",
     "ConsentKind",
+    "BatchStatus",
+    "Delivery",
+    "DeliveryBatch",
+    "DeliveryStatus",
+    "EditionSend",
+    "RateBucket",
     "Edition",
     "EditionArticle",
     "EditionRendering",
