@@ -62,10 +62,8 @@ def _config():
 
 
 def audience_expression(subscriber_id: ColumnElement) -> ColumnElement:
-    """The SQL choosing each reader's audience at fan-out: "member" while their membership gives access."""
-    from newsletter.billing import memberships
-
-    return memberships.audience_expression(subscriber_id)
+    """The SQL choosing each reader's audience at fan-out: everyone is a non-member until memberships exist."""
+    return literal(Audience.NON_MEMBER.value)
 
 
 @dataclass(frozen=True)
@@ -306,8 +304,11 @@ def _fault_after_accept() -> None:
     _accepted_here += 1
     if kind == "kill-after-accept" and _accepted_here == int(count):
         log.warning("SEND_FAULT: killing the worker after its message %d was accepted", _accepted_here)
-        # The worker runs as its own process group: its leader is the main process.
-        os.kill(os.getpgid(0), signal.SIGKILL)
+        try:
+            # The worker runs as its own process group: its leader is the main process.
+            os.kill(os.getpgid(0), signal.SIGKILL)
+        except ProcessLookupError:
+            return  # an orphaned pool process: its worker is already gone
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -671,21 +672,31 @@ def reclaim_expired_leases(now: dt.datetime | None = None) -> int:
 
 
 def revive_stalled_sends(now: dt.datetime | None = None) -> list[int]:
-    """Enqueue batch tasks for sending editions with due work and nobody on it (a broker lost the tasks)."""
+    """Enqueue batch tasks for sending editions with due work and fewer holders than SEND_CONCURRENCY.
+
+    A broker that lost tasks (a worker killed before it acknowledged them) leaves fewer chains of
+    batch tasks than there should be; an extra one now and then is harmless, it just finds no work.
+    """
     now = now or utcnow()
-    live = exists().where(DeliveryBatch.edition_id == Edition.id, DeliveryBatch.status == BatchStatus.OPEN,
-                          DeliveryBatch.lease_token.is_not(None), DeliveryBatch.available_at >= now)
+    wanted = _config().SEND_CONCURRENCY
     due = exists().where(DeliveryBatch.edition_id == Edition.id, DeliveryBatch.status == BatchStatus.OPEN,
                          DeliveryBatch.available_at < now)
-    stalled = list(db.session.scalars(
-        select(Edition.id)
+    live = (
+        select(func.count())
+        .where(DeliveryBatch.edition_id == Edition.id, DeliveryBatch.status == BatchStatus.OPEN,
+               DeliveryBatch.lease_token.is_not(None), DeliveryBatch.available_at >= now)
+        .scalar_subquery()
+    )
+    stalled = db.session.execute(
+        select(Edition.id, live)
         .join(EditionSend, EditionSend.edition_id == Edition.id)
-        .where(Edition.status == EditionStatus.SENDING, EditionSend.paused_at.is_(None), due, ~live)
-    ))
+        .where(Edition.status == EditionStatus.SENDING, EditionSend.paused_at.is_(None), due, live < wanted)
+    ).all()
     db.session.commit()
-    for edition_id in stalled:
-        _enqueue_chains(edition_id)
-    return stalled
+    for edition_id, holders in stalled:
+        for _ in range(wanted - holders):
+            jobs.enqueue(jobs.SEND_BATCH, edition_id)
+    return [edition_id for edition_id, _ in stalled]
 
 
 def finish_sent_editions(now: dt.datetime | None = None) -> list[int]:
