@@ -46,6 +46,10 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     errors.register(app)
     security.register(app)
 
+    from newsletter.web import staff
+
+    app.register_blueprint(staff.bp)
+
     from newsletter import cli
 
     cli.register(app)

@@ -11,6 +11,7 @@ from newsletter import content_cli, demo, sending_cli, subscribers
 from newsletter.demo import content as demo_content
 from newsletter.extensions import db
 from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionStatus
+from newsletter.staff import cli as staff_cli
 
 
 def register(app: Flask) -> None:
@@ -18,6 +19,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(demo_data)
     app.cli.add_command(list_subscribers)
     content_cli.register(app)
+    staff_cli.register(app)
     sending_cli.register(app)
 
 

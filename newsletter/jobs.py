@@ -13,6 +13,7 @@ SEND_MAIL = "herald.send_mail"
 FETCH_FEED = "herald.fetch_feed"
 START_EDITION = "herald.start_edition"
 SEND_BATCH = "herald.send_batch"
+IMPORT_SUBSCRIBERS = "herald.import_subscribers"
 TICK = "herald.tick"
 
 log = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from newsletter import articles, jobs, maintenance, notifications, sending
 from newsletter.extensions import db
+from newsletter.staff import imports
 
 
 @shared_task(name=jobs.SEND_MAIL, bind=True, max_retries=None)
@@ -42,6 +43,13 @@ def start_edition(edition_id: int) -> int:
 def send_batch(edition_id: int) -> dict[str, int]:
     """Deliver one batch of an edition, then enqueue the next; retries live in the database, not here."""
     return sending.run_batch(edition_id).counts
+
+
+@shared_task(name=jobs.IMPORT_SUBSCRIBERS)
+def import_subscribers(import_id: int) -> str | None:
+    """Read one uploaded CSV import in committed chunks (resuming after the last one a lost run committed)."""
+    status = imports.run_import(import_id)
+    return status.value if status else None
 
 
 @worker_process_init.connect

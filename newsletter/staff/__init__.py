@@ -1,0 +1,1 @@
+"""Services behind the staff console: accounts, audit, audience figures, imports and exports."""
