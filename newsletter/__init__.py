@@ -38,11 +38,14 @@ def create_app(config: Config | None = None, **overrides) -> Flask:
     app.extensions["herald_tokens"] = Tokens(config.SECRET_KEY)
 
     from newsletter import models  # noqa: F401  - registers the tables
-    from newsletter.web import api, archive, errors, public, security
+    from newsletter.web import account, api, archive, errors, membership, public, security, webhooks
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(archive.bp)
+    app.register_blueprint(membership.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(account.bp)
     errors.register(app)
     security.register(app)
 

@@ -7,7 +7,8 @@ from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import select
 
-from newsletter import content_cli, demo, sending_cli, subscribers
+from newsletter import billing_cli, content_cli, demo, sending_cli, subscribers
+from newsletter.demo import billing as demo_billing
 from newsletter.demo import content as demo_content
 from newsletter.extensions import db
 from newsletter.models import Newsletter, Subscriber, Subscription, SubscriptionStatus
@@ -19,6 +20,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(demo_data)
     app.cli.add_command(list_subscribers)
     content_cli.register(app)
+    billing_cli.register(app)
     staff_cli.register(app)
     sending_cli.register(app)
 
@@ -32,13 +34,17 @@ def init_db() -> None:
 
 @click.command("demo-data")
 def demo_data() -> None:
-    """Load the demo newsletters, the sample article and a schedule per newsletter (idempotent)."""
+    """Load the demo newsletters, the sample article, a schedule per newsletter and a tier (idempotent)."""
     for n in demo.load_newsletters():
         click.echo(f"newsletter {n.slug}: {n.name}")
     saved = demo_content.load_sample_article()
     click.echo(f"article {saved.article_id}: the sample article ({'new' if saved.created else 'already there'})")
     for s in demo_content.load_schedules():
         click.echo(f"schedule {s.id} for {s.newsletter.slug}: next run {s.next_run_at:%Y-%m-%d %H:%M} UTC")
+    demo_tiers = demo_billing.load_tiers()
+    for tier in demo_tiers.tiers:
+        click.echo(f"tier {tier.slug}: {tier.name} ({tier.monthly_lookup_key}, {tier.yearly_lookup_key}); "
+                   f"{demo_tiers.stripe}")
 
 
 @click.command("list-subscribers")

@@ -16,8 +16,8 @@ DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
 DEV_POSTAL_ADDRESS = "Herald Newsroom, 1 Example Street, 01001 Kyiv, Ukraine"
 # The local fake Stripe (python -m newsletter.fakestripe) that `make run` starts, and what it accepts.
 LOCAL_STRIPE_API_BASE = "http://127.0.0.1:12111"
-DEV_STRIPE_SECRET_KEY = "sk_test_herald_local_fake_stripe"
-DEV_STRIPE_WEBHOOK_SECRET = "whsec_dev"
+DEV_STRIPE_SECRET_KEY = "sk_test_herald_local_fake_stripe"  # noqa: S105 - accepted by the local fake only
+DEV_STRIPE_WEBHOOK_SECRET = "whsec_dev"  # noqa: S105 - refused in production by Config.check
 
 
 class ConfigError(RuntimeError):
@@ -200,7 +200,8 @@ class Config:
             raise ConfigError("STRIPE_API_BASE must be empty in production, so payments go to Stripe")
         if not self.STRIPE_SECRET_KEY.startswith(("sk_", "rk_")) or self.STRIPE_SECRET_KEY == DEV_STRIPE_SECRET_KEY:
             raise ConfigError("STRIPE_SECRET_KEY must be set in production (a secret or restricted key)")
-        if not self.STRIPE_WEBHOOK_SECRET.startswith("whsec_") or self.STRIPE_WEBHOOK_SECRET == DEV_STRIPE_WEBHOOK_SECRET:
+        webhook_secret = self.STRIPE_WEBHOOK_SECRET
+        if not webhook_secret.startswith("whsec_") or webhook_secret == DEV_STRIPE_WEBHOOK_SECRET:
             raise ConfigError("STRIPE_WEBHOOK_SECRET must be set in production (the endpoint's whsec_ signing secret)")
 
     def _check_billing(self) -> None:

@@ -52,9 +52,68 @@ def build_welcome(subscriber: Subscriber, params: dict) -> Built:
     return render_mail("welcome", **_common(subscriber), newsletters=newsletters)
 
 
+def _membership(subscriber: Subscriber, params: dict):
+    from newsletter.models import Membership
+
+    return db.session.scalar(select(Membership).where(
+        Membership.stripe_subscription_id == params.get("subscription", ""),
+        Membership.subscriber_id == subscriber.id,
+    ))
+
+
+def _money(amount: int | None, currency: str) -> str:
+    return f"{(amount or 0) / 100:,.2f} {currency.upper()}".strip()
+
+
+def _account_url() -> str:
+    return external_url("account.sign_in_form")
+
+
+def build_membership_welcome(subscriber: Subscriber, params: dict) -> Built:
+    """Sent once per Stripe subscription, when it first proves paid or gives access."""
+    membership = _membership(subscriber, params)
+    if membership is None:
+        return None
+    return render_mail("membership_welcome", **_common(subscriber), membership=membership, tier=membership.tier,
+                       price=_money(membership.amount, membership.currency), account_url=_account_url())
+
+
+def build_payment_failed(subscriber: Subscriber, params: dict) -> Built:
+    """Sent once per invoice and attempt: the card was declined or needs the bank's confirmation."""
+    membership = _membership(subscriber, params)
+    if membership is None:
+        return None
+    return render_mail("payment_failed", **_common(subscriber), membership=membership, tier=membership.tier,
+                       amount=_money(params.get("amount"), params.get("currency", "")),
+                       fix_url=params.get("url") or _account_url(), account_url=_account_url())
+
+
+def build_membership_ended(subscriber: Subscriber, params: dict) -> Built:
+    """Sent once per Stripe subscription, when a membership that started ends."""
+    membership = _membership(subscriber, params)
+    if membership is None:
+        return None
+    return render_mail("membership_ended", **_common(subscriber), membership=membership, tier=membership.tier,
+                       membership_url=external_url("membership.page"))
+
+
+def build_signin(subscriber: Subscriber, params: dict) -> Built:
+    """The sign-in link: single use, short-lived; the token carries a nonce, never the address."""
+    from newsletter import accounts
+
+    # Issued as the mail is built, so no usable token waits in the mail queue and its time starts now.
+    token, minutes = accounts.issue_signin_token(subscriber.id)
+    url = external_url("account.sign_in_page", token=token)
+    return render_mail("signin", **_common(subscriber), signin_url=url, minutes=minutes)
+
+
 BUILDERS: dict[str, Callable[[Subscriber, dict], Built]] = {
     "confirm": build_confirm,
     "welcome": build_welcome,
+    "membership_welcome": build_membership_welcome,
+    "payment_failed": build_payment_failed,
+    "membership_ended": build_membership_ended,
+    "signin": build_signin,
 }
 
 

@@ -15,6 +15,7 @@ START_EDITION = "herald.start_edition"
 SEND_BATCH = "herald.send_batch"
 IMPORT_SUBSCRIBERS = "herald.import_subscribers"
 TICK = "herald.tick"
+HANDLE_STRIPE_EVENT = "herald.handle_stripe_event"
 
 log = logging.getLogger(__name__)
 

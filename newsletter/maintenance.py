@@ -8,6 +8,7 @@ import logging
 from flask import current_app
 
 from newsletter import articles, digests, jobs, notifications, schedules, sending
+from newsletter.billing import events as billing_events
 from newsletter.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def tick(now: dt.datetime | None = None) -> dict[str, int]:
     if due:
         log.info("tick re-enqueued %d mail jobs", len(due))
     now = now or utcnow()
-    return {"mail_jobs_requeued": len(due), **content_duties(now), **sending.sending_duties(now)}
+    return {"mail_jobs_requeued": len(due), **billing_duties(), **content_duties(now), **sending.sending_duties(now)}
 
 
 def content_duties(now: dt.datetime) -> dict[str, int]:
@@ -41,3 +42,14 @@ def content_duties(now: dt.datetime) -> dict[str, int]:
         "editions_missed": len(claimed.missed) + len(missed),
         **frozen,
     }
+
+
+def billing_duties() -> dict[str, int]:
+    """Enqueue the stored Stripe events whose task a broker lost."""
+    older = dt.timedelta(seconds=current_app.config["HERALD"].WEBHOOK_REQUEUE_SECONDS)
+    event_ids = billing_events.due_events(older)
+    for event_id in event_ids:
+        jobs.enqueue(jobs.HANDLE_STRIPE_EVENT, event_id)
+    if event_ids:
+        log.info("tick re-enqueued %d Stripe events", len(event_ids))
+    return {"stripe_events_requeued": len(event_ids)}

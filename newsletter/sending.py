@@ -62,8 +62,10 @@ def _config():
 
 
 def audience_expression(subscriber_id: ColumnElement) -> ColumnElement:
-    """The SQL choosing each reader's audience at fan-out: everyone is a non-member until memberships exist."""
-    return literal(Audience.NON_MEMBER.value)
+    """The SQL choosing each reader's audience at fan-out: "member" while their membership gives access."""
+    from newsletter.billing import memberships
+
+    return memberships.audience_expression(subscriber_id)
 
 
 @dataclass(frozen=True)

@@ -179,6 +179,56 @@ def signup(email: str, name: str | None, choices: list[str], ctx: Context) -> Ou
     return outcome
 
 
+def get_or_create_subscriber(email: str, name: str | None = None) -> Subscriber:
+    """Return the subscriber with this address, creating one if new; the caller commits.
+
+    For flows that need a subscriber row without a newsletter (a member, a donor); a name is only
+    filled in when none is known, as in signup.
+    """
+    address = normalize_email(email)
+    name = clean_name(name)
+    subscriber = _get_or_create(address, name)
+    if not subscriber.name and name:
+        subscriber.name = name
+    db.session.flush()
+    return subscriber
+
+
+def add_newsletters(subscriber_id: int, choices: list[str], ctx: Context) -> Outcome:
+    """Add newsletters to a subscriber's choices without touching the others.
+
+    A confirmed reader who never left a newsletter joins it at once, as in update_preferences; anyone
+    else gets a pending subscription and the usual confirmation mail.
+    """
+    subscriber = db.session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise InvalidToken("no such subscriber")
+    outcome = Outcome(subscriber_id=subscriber_id)
+    if is_suppressed(subscriber.email_key):
+        return outcome
+    needs_confirmation: list[int] = []
+    now = utcnow()
+    for newsletter in resolve_newsletters(choices):
+        sub = _subscription(subscriber, newsletter.id)
+        if sub is not None and sub.status == SubscriptionStatus.SUBSCRIBED:
+            continue
+        if sub is None:
+            sub = Subscription(newsletter_id=newsletter.id)
+            subscriber.subscriptions.append(sub)
+        _consent(subscriber, ConsentKind.SIGNUP, newsletter.id, ctx, text_version=_config().CONSENT_TEXT_VERSION)
+        if subscriber.is_confirmed and sub.unsubscribed_at is None:
+            sub.status, sub.confirmed_at = SubscriptionStatus.SUBSCRIBED, now
+            _consent(subscriber, ConsentKind.CONFIRM, newsletter.id, ctx)
+        else:
+            sub.status, sub.requested_at = SubscriptionStatus.PENDING, now
+            needs_confirmation.append(newsletter.id)
+        outcome.changed.append(newsletter.id)
+    db.session.flush()
+    _request_confirmation(subscriber, needs_confirmation, outcome)
+    db.session.commit()
+    return outcome
+
+
 @dataclass
 class ConfirmCheck:
     """What a confirmation link would confirm, for the page with one button."""

@@ -18,6 +18,11 @@ from newsletter.config import Config
 from newsletter.extensions import db as _db
 from newsletter.extensions import limiter
 from newsletter.mail import MemoryTransport
+from tests.billing_support import (  # noqa: F401  - fixtures for the membership tests
+    STRIPE_ENV,
+    fake_stripe,
+    stripe_server,
+)
 from tests.support import SMTPServer, free_port
 
 DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -42,7 +47,7 @@ def herald_env(**extra: str) -> dict[str, str]:
     """The environment a test's app, worker and web processes share."""
     env = {
         k: v for k, v in os.environ.items()
-        if not k.startswith(("HERALD", "DATABASE_URL", "CELERY_", "REDIS_URL", "MAIL_", "BASE_URL"))
+        if not k.startswith(("HERALD", "DATABASE_URL", "CELERY_", "REDIS_URL", "MAIL_", "BASE_URL", "STRIPE_"))
     }
     env.update(
         HERALD_ENV="test",
@@ -59,6 +64,7 @@ def herald_env(**extra: str) -> dict[str, str]:
         MAIL_RETRY_BASE_SECONDS="0.2",
         PYTHONUNBUFFERED="1",
     )
+    env.update(STRIPE_ENV)
     env.update(extra)
     return env
 

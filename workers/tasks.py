@@ -6,6 +6,7 @@ from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from newsletter import articles, jobs, maintenance, notifications, sending
+from newsletter.billing import events as billing_events
 from newsletter.extensions import db
 from newsletter.staff import imports
 
@@ -64,3 +65,14 @@ def _own_database_connections(**_) -> None:
 @worker_process_shutdown.connect
 def _close_smtp(**_) -> None:
     sending.close_transports()
+
+
+@shared_task(name=jobs.HANDLE_STRIPE_EVENT, bind=True, max_retries=None)
+def handle_stripe_event(self, event_id: str) -> dict | None:
+    """Handle one stored Stripe event; a failure (Stripe unreachable) retries with backoff."""
+    try:
+        outcome = billing_events.process_event(event_id)
+    except billing_events.RetryLater as later:
+        # Short countdowns only: the event row holds the schedule, the tick is the safety net.
+        raise self.retry(countdown=later.delay) from None
+    return outcome.changes if outcome else None

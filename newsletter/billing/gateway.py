@@ -164,6 +164,34 @@ class StripeGateway:
         """Return an invoice; its subscription is under ``parent.subscription_details``."""
         return self.client.v1.invoices.retrieve(invoice_id).to_dict()
 
+    def invoice_payment_intent(self, invoice_id: str) -> str | None:
+        """Return the payment intent that paid (or is paying) an invoice, through its invoice payments."""
+        page = self.client.v1.invoice_payments.list(params={"invoice": invoice_id, "limit": 10})
+        for payment in page.data:
+            intent = payment.payment.payment_intent
+            if intent:
+                return intent if isinstance(intent, str) else intent.id
+        return None
+
+    def invoice_for_payment_intent(self, payment_intent: str) -> str | None:
+        """Return the invoice a payment intent belongs to, or None (e.g. a one-time donation)."""
+        params: Any = {"payment": {"type": "payment_intent", "payment_intent": payment_intent}, "limit": 1}
+        page = self.client.v1.invoice_payments.list(params=params)
+        for payment in page.data:
+            invoice = payment.invoice
+            return invoice if isinstance(invoice, str) else invoice.id
+        return None
+
+    # -- customers and charges ---------------------------------------------------------------------
+
+    def retrieve_customer(self, customer_id: str) -> dict[str, Any]:
+        """Return a customer (``{"deleted": true, ...}`` once deleted)."""
+        return self.client.v1.customers.retrieve(customer_id).to_dict()
+
+    def retrieve_charge(self, charge_id: str) -> dict[str, Any]:
+        """Return a charge as it is now: ``amount_refunded``, ``refunded``, ``disputed``, ``payment_intent``."""
+        return self.client.v1.charges.retrieve(charge_id).to_dict()
+
     # -- events ------------------------------------------------------------------------------------
 
     def list_events(

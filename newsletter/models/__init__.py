@@ -1,6 +1,20 @@
 """SQLAlchemy models, by domain; importing this package registers every table."""
 
 from newsletter.models.base import utcnow
+from newsletter.models.billing import (
+    ACCESS_STATUSES,
+    ENDED_STATUSES,
+    BillingInterval,
+    Donation,
+    DonationStatus,
+    InvoiceStatus,
+    Membership,
+    MembershipInvoice,
+    MembershipStatus,
+    SigninLink,
+    StripeEvent,
+    Tier,
+)
 from newsletter.models.content import (
     ApiKey,
     Article,
@@ -76,5 +90,17 @@ __all__ = [
     "SubscriptionStatus",
     "Suppression",
     "SuppressionReason",
+    "ACCESS_STATUSES",
+    "ENDED_STATUSES",
+    "BillingInterval",
+    "Donation",
+    "DonationStatus",
+    "InvoiceStatus",
+    "Membership",
+    "MembershipInvoice",
+    "MembershipStatus",
+    "SigninLink",
+    "StripeEvent",
+    "Tier",
     "utcnow",
 ]
