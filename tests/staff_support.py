@@ -66,3 +66,40 @@ def totp_code(secret: str, when: dt.datetime | None = None) -> str:
     import pyotp
 
     return pyotp.TOTP(secret).at(when or utcnow())
+
+
+def add_article(title: str, *, hours_ago: float = 2, members_only: bool = False, tags: tuple[str, ...] = ("War",),
+                summary: str = "") -> int:
+    """Store an article published `hours_ago` hours ago; return its id."""
+    from newsletter import articles
+    from newsletter.models import ArticleSource
+
+    slug = "-".join(title.lower().split())[:80]
+    data = articles.ArticleData(
+        title=title, url=f"https://kyivindependent.example.org/{slug}/",
+        summary=summary or f"{title}. What happened, and what it means for Ukraine.",
+        body=f"<p>{title}: the full story for members.</p>", authors=["Olena Koval"], tags=list(tags),
+        published_at=utcnow() - dt.timedelta(hours=hours_ago), members_only=members_only,
+    )
+    return articles.save_article(data, ArticleSource.MANUAL).article_id
+
+
+def add_subscriber(email: str, newsletter_ids: list[int], *, status: str = "subscribed", name: str = "",
+                   days_ago: float = 0, left_days_ago: float | None = None) -> int:
+    """A subscriber in a given state, as if they had joined `days_ago` days ago."""
+    from newsletter.addresses import normalize_email
+    from newsletter.models import Subscriber, Subscription, SubscriptionStatus
+
+    when = utcnow() - dt.timedelta(days=days_ago)
+    address = normalize_email(email)
+    person = Subscriber(email=address.email, email_key=address.key, name=name, created_at=when,
+                        confirmed_at=when if status in ("subscribed", "unsubscribed") else None)
+    for nid in newsletter_ids:
+        left = utcnow() - dt.timedelta(days=left_days_ago) if left_days_ago is not None else when
+        person.subscriptions.append(Subscription(
+            newsletter_id=nid, status=SubscriptionStatus(status), created_at=when, requested_at=when,
+            confirmed_at=when if status != "pending" else None,
+            unsubscribed_at=left if status == "unsubscribed" else None))
+    db.session.add(person)
+    db.session.commit()
+    return person.id

@@ -10,7 +10,7 @@ from sqlalchemy import and_, exists, func, not_, or_, select, update
 from newsletter import digests
 from newsletter.addresses import InvalidInput
 from newsletter.extensions import db
-from newsletter.models import Audience, AuditAction, Edition, EditionStatus, utcnow
+from newsletter.models import Audience, AuditAction, Edition, EditionStatus, Schedule, utcnow
 from newsletter.staff import audit, parts
 from newsletter.staff.audit import Actor
 
@@ -190,8 +190,13 @@ def send_now(edition_id: int, actor: Actor, now: dt.datetime | None = None) -> i
     if edition is None:
         raise InvalidInput(f"No edition {edition_id}.", "edition")
     if edition.status == EditionStatus.DRAFT:
+        slot = edition.run_at
         db.session.execute(update(Edition).where(Edition.id == edition_id, Edition.status == EditionStatus.DRAFT)
                            .values(run_at=now, updated_at=now))
+        schedule = db.session.get(Schedule, edition.schedule_id) if edition.schedule_id else None
+        if schedule is not None and schedule.enabled and slot > now and (schedule.next_run_at or slot) > slot:
+            # The tick had already moved past this slot when it drafted it: hand the slot back.
+            schedule.next_run_at = slot
         db.session.commit()
         if digests.freeze_edition(edition_id, now) == EditionStatus.SKIPPED:
             audit.record_now(actor, AuditAction.EDITION_SENT, f"edition {edition_id}", "nothing to send: skipped")

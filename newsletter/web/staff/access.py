@@ -57,6 +57,9 @@ def end_session() -> None:
 @bp.before_request
 def load_staff() -> None:
     g.staff = None
+    # Each request signs its own CSRF token from its own session. (A fresh app context already starts
+    # without one; this also holds where several clients share one context, as in the tests.)
+    _forget_csrf_token()
     staff_id = session.get("staff_id")
     if staff_id is None:
         return

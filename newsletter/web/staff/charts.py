@@ -46,15 +46,17 @@ class Chart:
         return _bars(self) if self.kind == "bars" else _lines(self)
 
 
-def nice_max(value: float) -> float:
-    """Round a maximum up to 1, 2, 2.5 or 5 times a power of ten, so gridlines land on round numbers."""
+def nice_max(value: float, whole: bool = True) -> float:
+    """A top for the axis whose four gridlines land on round numbers (whole ones for counts)."""
     if value <= 0:
-        return 1.0
-    power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * power:
-            return step * power
-    return 10 * power
+        return 4.0 if whole else 1.0
+    quarter = value / 4
+    power = 10 ** math.floor(math.log10(quarter))
+    for step in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        size = step * power
+        if size >= quarter and (not whole or size == int(size)):
+            return 4 * size
+    return 4 * 10 * power
 
 
 def _fmt(value: float) -> str:
@@ -97,7 +99,8 @@ def _open(chart: Chart) -> str:
 
 
 def _lines(chart: Chart) -> Markup:
-    top = nice_max(max((v for s in chart.series for v in s.values), default=0))
+    values = [v for s in chart.series for v in s.values]
+    top = nice_max(max(values, default=0), whole=all(float(v).is_integer() for v in values))
     plot_h = HEIGHT - TOP - BOTTOM
     parts = [_open(chart), *_frame(chart, top)]
     n = len(chart.labels)
@@ -113,7 +116,7 @@ def _lines(chart: Chart) -> Markup:
 
 def _bars(chart: Chart) -> Markup:
     totals = [sum(s.values[i] for s in chart.series) for i in range(len(chart.labels))]
-    top = nice_max(max(totals, default=0))
+    top = nice_max(max(totals, default=0), whole=all(float(v).is_integer() for v in totals))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     n = len(chart.labels)
     bar_w = min(48.0, plot_w / max(n, 1) * 0.6)

@@ -7,7 +7,7 @@ import math
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 
-from newsletter import digests, schedules
+from newsletter import digests, schedules, subscribers
 from newsletter.addresses import InvalidInput
 from newsletter.extensions import db
 from newsletter.models import Audience, Edition, EditionStatus, Schedule, StaffRole
@@ -185,6 +185,23 @@ def edition_test(edition_id: int):
         flash(f"A test copy ({'member' if audience == Audience.MEMBER else 'non-member'}) is on its way to "
               f"{address}.", "ok")
     return _back(edition_id)
+
+
+@bp.get("/editions/<int:edition_id>/send")
+@requires(StaffRole.EDITOR)
+def edition_send_confirm(edition_id: int):
+    """Ask once more before a mass send, saying how many readers it reaches (no script needed)."""
+    edition = _edition(edition_id)
+    if edition.status not in (EditionStatus.DRAFT, EditionStatus.FROZEN):
+        return _back(edition_id)
+    recipients = db.session.scalar(
+        select(func.count()).select_from(subscribers.recipients_query(edition.newsletter_id).subquery()))
+    try:
+        rendering = _renderings(edition).get(Audience.NON_MEMBER)
+    except Exception:  # noqa: BLE001 - the page still lets them go back and fix it
+        rendering = None
+    return render_template("staff/send_confirm.html", edition=edition, recipients=recipients or 0,
+                           rendering=rendering, sending=parts.sending_ready())
 
 
 @bp.post("/editions/<int:edition_id>/send")
