@@ -8,6 +8,7 @@ the normal confirmation mail, unless staff state that the rows confirmed elsewhe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -170,6 +171,10 @@ class _Counting(io.RawIOBase):
         self.count += n or 0
         return n
 
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
 
 def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
     try:
@@ -198,12 +203,12 @@ def _text(raw: BinaryIO) -> io.TextIOWrapper:
 
 def _rows(path: Path, counter_holder: list) -> Iterator[tuple[int, str, str]]:
     """Yield (line number, email, name) for every data row; the byte counter goes into counter_holder."""
-    with open(path, "rb") as head:
-        dialect = _dialect(_text(head).read(8192))
-    with open(path, "rb") as raw:
-        counting = _Counting(raw)
-        counter_holder.append(counting)
-        reader = csv.reader(_text(io.BufferedReader(counting, 64 * 1024)), dialect)
+    with _text(open(path, "rb")) as head:  # noqa: SIM115 - the wrapper closes it
+        dialect = _dialect(head.read(8192))
+    counting = _Counting(open(path, "rb"))  # noqa: SIM115 - closed with the wrapper around it
+    counter_holder.append(counting)
+    with _text(io.BufferedReader(counting, 64 * 1024)) as text:
+        reader = csv.reader(text, dialect)
         first = next(reader, None)
         if first is None:
             return
@@ -269,18 +274,16 @@ def run_import(import_id: int, chunk_rows: int = CHUNK_ROWS) -> ImportStatus | N
 
 def _read(job: SubscriberImport, path: Path, writer, report: io.TextIOWrapper, chunk_rows: int) -> None:
     holder: list[_Counting] = []
-    rows = _rows(path, holder)
     skip = job.rows_done
     chunk: list[tuple[int, str, str]] = []
-    seen = 0
-    for row in rows:
-        seen += 1
-        if seen <= skip:
-            continue  # committed by an earlier run
-        chunk.append(row)
-        if len(chunk) >= chunk_rows:
-            _commit_chunk(job, chunk, writer, report, holder[0].count)
-            chunk = []
+    with contextlib.closing(_rows(path, holder)) as rows:
+        for seen, row in enumerate(rows, start=1):
+            if seen <= skip:
+                continue  # committed by an earlier run
+            chunk.append(row)
+            if len(chunk) >= chunk_rows:
+                _commit_chunk(job, chunk, writer, report, holder[0].count)
+                chunk = []
     _commit_chunk(job, chunk, writer, report, job.bytes_total, last=True)
 
 
@@ -288,7 +291,7 @@ def _commit_chunk(job: SubscriberImport, rows: list[tuple[int, str, str]], write
                   bytes_done: int, last: bool = False) -> None:
     now = utcnow()
     result = _process(job, rows, now) if rows else Chunk()
-    for line, email, outcome, reason in result.report:
+    for line, email, outcome, reason in sorted(result.report):
         writer.writerow([line, safe_cell(email), outcome, reason])
     report.flush()
     reasons = {"skipped": Counter(job.reasons.get("skipped", {})), "rejected": Counter(job.reasons.get("rejected", {}))}
@@ -312,6 +315,17 @@ def _commit_chunk(job: SubscriberImport, rows: list[tuple[int, str, str]], write
 def _insert(model):
     dialect = db.session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+
+
+def _insert_rows(model, rows: list[dict], conflict: list[str] | None = None) -> None:
+    """INSERT many rows as one executemany (psycopg pipelines it: one parsed statement, no round trip per row);
+    skip rows that hit the unique `conflict` columns."""
+    if not rows:
+        return
+    statement = _insert(model)
+    if conflict:
+        statement = statement.on_conflict_do_nothing(index_elements=conflict)
+    db.session.execute(statement, rows)
 
 
 def _process(job: SubscriberImport, rows: list[tuple[int, str, str]], now: dt.datetime) -> Chunk:
@@ -373,18 +387,12 @@ def _process(job: SubscriberImport, rows: list[tuple[int, str, str]], now: dt.da
         joins.append((key, missing))
     ids = {key: person.id for key, person in existing.items()}
     if new_people:
-        # One statement per thousand rows (executemany with RETURNING), not one per reader.
-        inserted = db.session.execute(
-            _insert(Subscriber).on_conflict_do_nothing(index_elements=["email_key"])
-            .returning(Subscriber.email_key, Subscriber.id),
-            new_people,
-        )
-        ids.update({key: sid for key, sid in inserted})
-        missing_keys = [p["email_key"] for p in new_people if p["email_key"] not in ids]
-        if missing_keys:
-            # Signed up through the form while this chunk ran: subscribe their row all the same.
-            ids.update(dict(db.session.execute(
-                select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(missing_keys)))))
+        # A row someone signed up with through the form while this chunk ran is skipped here and
+        # found by the SELECT below: it gets the subscription all the same.
+        _insert_rows(Subscriber, new_people, ["email_key"])
+        keys = [p["email_key"] for p in new_people]
+        ids.update(dict(db.session.execute(
+            select(Subscriber.email_key, Subscriber.id).where(Subscriber.email_key.in_(keys))).all()))
     status = SubscriptionStatus.SUBSCRIBED if confirmed else SubscriptionStatus.PENDING
     source = f"import {job.id}: {job.consent_source}"[:255]
     subscriptions, consents = [], []
@@ -402,9 +410,8 @@ def _process(job: SubscriberImport, rows: list[tuple[int, str, str]], now: dt.da
             result.mail_job_ids.append(sid)  # replaced by the mail job's id below
         result.added += 1
     if subscriptions:
-        db.session.execute(_insert(Subscription).on_conflict_do_nothing(
-            index_elements=["subscriber_id", "newsletter_id"]), subscriptions)
-        db.session.execute(_insert(ConsentEvent), consents)
+        _insert_rows(Subscription, subscriptions, ["subscriber_id", "newsletter_id"])
+        _insert_rows(ConsentEvent, consents)
     if not confirmed and result.mail_job_ids:
         wanted_by = {ids[key]: sorted(nids) for key, nids in joins}
         mail_jobs = [queue_mail("confirm", sid, {"newsletters": wanted_by[sid]}) for sid in result.mail_job_ids]

@@ -112,6 +112,9 @@ def imports_upload():
     # The import may be far larger than any other form: raise the limit for this view alone, then check
     # the CSRF token by hand (the global check would read the body under the small limit first).
     request.max_content_length = current_app.config["HERALD"].IMPORT_MAX_BYTES
+    # Werkzeug's multipart decoder counts its read buffer (64 KiB a read) against this limit too, so the
+    # site-wide 64 KiB would refuse any file larger than one read; the text fields here stay small.
+    request.max_form_memory_size = 1024 * 1024
     csrf.protect()
     upload = request.files.get("file")
     if upload is None or not upload.filename:
