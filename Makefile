@@ -46,8 +46,13 @@ chromium:
 	  fi; \
 	fi
 
+## axe-core for the browser tests' accessibility checks, pinned in package.json (npm registry)
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --no-package-lock
+	touch $@
+
 ## test: install what the tests need, then run them (PostgreSQL and Redis on 127.0.0.1)
-test: install-dev chromium
+test: install-dev chromium node_modules/.installed
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install-dev

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+from pathlib import Path
 
 from newsletter.extensions import db
 from newsletter.models import StaffRole, StaffUser, utcnow
@@ -103,3 +105,44 @@ def add_subscriber(email: str, newsletter_ids: list[int], *, status: str = "subs
     db.session.add(person)
     db.session.commit()
     return person.id
+
+
+AXE = Path(__file__).resolve().parent.parent / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@contextlib.contextmanager
+def console_page(bypass_csp: bool = False):
+    """A Playwright page in Debian's chromium; bypass_csp lets a test inject axe-core past `script-src 'self'`."""
+    from tests.browser import ARGS, CHROMIUM, require_chromium
+
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            context = browser.new_context(bypass_csp=bypass_csp, viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def serious_violations(page) -> list[str]:
+    """Run axe-core on the page and return its serious and critical violations, one line each."""
+    import pytest
+
+    if not AXE.is_file():
+        pytest.skip("axe-core is not installed: run `npm install` (make test does)")
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:5]}"
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+def browser_sign_in(page, base: str, email: str, password: str = PASSWORD) -> None:
+    page.goto(f"{base}/staff/sign-in")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
