@@ -487,3 +487,23 @@ def test_memberships_by_tier_and_status_mrr_per_currency_and_the_stripe_log(app,
     members = _listed(viewer.get("/staff/subscribers?member=yes"))
     assert sorted(members) == ["member0@example.org", "member1@example.org", "member2@example.org"]
     assert "Members, last 30 days" in _body(viewer.get("/staff/"))
+
+
+def test_an_admin_creates_and_changes_a_tier_and_stripe_sells_it(app, billing, fake_stripe):
+    admin = signed_in(app, StaffRole.ADMIN)
+    bad = post(admin, "/staff/tiers", {"slug": "supporter", "name": "Supporter", "currency": "eur",
+                                       "monthly": "five", "yearly": "50"})
+    assert bad.status_code == 400 and "is not an amount" in _body(bad)
+    saved = post(admin, "/staff/tiers", {"slug": "supporter", "name": "Supporter", "currency": "eur",
+                                         "monthly": "4.50", "yearly": "45", "benefits": "Keeps reporters at the front",
+                                         "active": "yes", "sync": "yes"}, follow_redirects=True)
+    assert "Stripe now sells it at these amounts" in _body(saved)
+    tier = db.session.scalars(select(billing.Tier)).one()
+    assert (tier.monthly_amount, tier.yearly_amount, tier.active) == (450, 4500, True)
+    assert 'value="4.5"' in _body(admin.get("/staff/tiers?slug=supporter"))
+    post(admin, "/staff/tiers", {"slug": "supporter", "name": "Supporter", "currency": "eur", "monthly": "5",
+                                 "yearly": "50"})
+    tier = db.session.get(billing.Tier, tier.id, populate_existing=True)
+    assert (tier.monthly_amount, tier.active) == (500, False)
+    actions = list(db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+    assert actions == ["tier_saved", "tier_prices_synced", "tier_saved"]

@@ -105,6 +105,8 @@ class AuditAction(enum.StrEnum):
     SUBSCRIBERS_IMPORTED = "subscribers_imported"
     SUBSCRIBER_UNSUBSCRIBED = "subscriber_unsubscribed"
     SUBSCRIBER_SUPPRESSED = "subscriber_suppressed"
+    TIER_SAVED = "tier_saved"
+    TIER_PRICES_SYNCED = "tier_prices_synced"
 
 
 class AuditEvent(db.Model):

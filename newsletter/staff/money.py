@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import func, select
 
+from newsletter.addresses import InvalidInput
 from newsletter.extensions import db
-from newsletter.models import Subscriber, utcnow
-from newsletter.staff import parts, stats
+from newsletter.models import AuditAction, Subscriber, utcnow
+from newsletter.staff import audit, parts, stats
+from newsletter.staff.audit import Actor
 
 # Currencies Stripe counts in whole units (no cents); every other amount is in hundredths.
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf",
@@ -39,9 +42,10 @@ def paying_statuses():
 
 
 def is_member_clause():
-    """SQL: the subscriber has a membership that gives access now."""
-    m = _m()
-    return exists().where(m.Membership.subscriber_id == Subscriber.id, m.Membership.status.in_(m.ACCESS_STATUSES))
+    """SQL: the subscriber has a membership that gives access now (the memberships module's own rule)."""
+    from newsletter.billing.memberships import is_member
+
+    return is_member(Subscriber.id)
 
 
 @dataclass
@@ -172,3 +176,45 @@ def _plain(value) -> str:
     if isinstance(value, str | int | float | bool):
         return str(value)
     return json.dumps(value, ensure_ascii=False, default=str)[:200]
+
+
+# --- Tiers (admins) -----------------------------------------------------------------------------
+
+
+def minor(value: str, currency: str, field: str) -> int:
+    """An amount typed in whole units ("5", "4.50") in minor units."""
+    try:
+        amount = Decimal((value or "").strip().replace(",", "."))
+    except InvalidOperation:
+        raise InvalidInput(f"{value!r} is not an amount like 5 or 4.50.", field) from None
+    return int(amount if currency.lower() in ZERO_DECIMAL else amount * 100)
+
+
+def save_tier(actor: Actor, slug: str, *, name: str, currency: str, monthly: str, yearly: str, benefits: str,
+              position: int, active: bool):
+    """Create or change a tier through the memberships module, and record who did."""
+    from newsletter.billing import tiers as billing_tiers
+
+    tier = billing_tiers.save_tier(
+        slug.strip().lower(), name=name, currency=currency.strip(), monthly_amount=minor(monthly, currency, "monthly"),
+        yearly_amount=minor(yearly, currency, "yearly"), benefits=benefits, position=position, active=active)
+    audit.record_now(actor, AuditAction.TIER_SAVED, f"tier {tier.slug}",
+                     f"{tier.name}: {tier.monthly_amount}/{tier.yearly_amount} {tier.currency} (minor units)"
+                     + ("" if tier.active else ", not offered"))
+    return tier
+
+
+def sync_tier_prices(actor: Actor, slug: str) -> dict[str, str]:
+    """Make Stripe sell a tier at its amounts now; raise InvalidInput if Stripe refuses or cannot be reached."""
+    from newsletter.billing import gateway
+    from newsletter.billing import tiers as billing_tiers
+
+    tier = billing_tiers.find_tier(slug)
+    if tier is None:
+        raise InvalidInput(f"No tier {slug!r}.", "slug")
+    try:
+        prices = billing_tiers.ensure_catalog([tier])
+    except gateway.StripeError as exc:
+        raise InvalidInput(f"Stripe refused or could not be reached: {exc}", "stripe") from None
+    audit.record_now(actor, AuditAction.TIER_PRICES_SYNCED, f"tier {slug}", ", ".join(sorted(prices)))
+    return prices

@@ -52,6 +52,65 @@ def stripe_events():
                            describe=money.describe_changes)
 
 
+# --- Tiers (admins) -----------------------------------------------------------------------------
+
+
+def _tiers_page(error: InvalidInput | None = None, form=None, status: int = 200):
+    if not money.ready():
+        return render_template("staff/memberships.html", ready=False), 200
+    editing = None
+    slug = request.args.get("slug", "")
+    if slug:
+        editing = next((t for t in money.tiers() if t.slug == slug), None)
+    return render_template("staff/tiers.html", tiers=money.tiers(), editing=editing, error=error,
+                           form=form or {}, major=money.major), status
+
+
+@bp.get("/tiers")
+@requires(StaffRole.ADMIN)
+def tiers():
+    return _tiers_page()
+
+
+@bp.post("/tiers")
+@requires(StaffRole.ADMIN)
+def tier_save():
+    if not money.ready():
+        abort(404)
+    form = request.form
+    position = form.get("position", "0").strip()
+    try:
+        tier = money.save_tier(
+            actor(), form.get("slug", ""), name=form.get("name", ""), currency=form.get("currency", "eur"),
+            monthly=form.get("monthly", ""), yearly=form.get("yearly", ""), benefits=form.get("benefits", ""),
+            position=int(position) if position.lstrip("-").isdigit() else 0, active=form.get("active") == "yes")
+    except InvalidInput as exc:
+        return _tiers_page(exc, form, 400)
+    flash(f"Tier “{tier.name}” saved.", "ok")
+    if form.get("sync") == "yes":
+        try:
+            money.sync_tier_prices(actor(), tier.slug)
+        except InvalidInput as exc:
+            flash(f"{exc} The tier is saved; update Stripe later with “Update Stripe prices”.", "error")
+        else:
+            flash("Stripe now sells it at these amounts.", "ok")
+    return redirect(url_for("staff.tiers"), 303)
+
+
+@bp.post("/tiers/<slug>/sync")
+@requires(StaffRole.ADMIN)
+def tier_sync(slug: str):
+    if not money.ready():
+        abort(404)
+    try:
+        money.sync_tier_prices(actor(), slug)
+    except InvalidInput as exc:
+        flash(str(exc), "error")
+    else:
+        flash("Stripe now sells it at these amounts.", "ok")
+    return redirect(url_for("staff.tiers"), 303)
+
+
 # --- Staff accounts -----------------------------------------------------------------------------
 
 
