@@ -5,6 +5,10 @@ PORT    ?= 5000
 FLASK   := $(VENV)/bin/flask --app app
 CELERY  := $(VENV)/bin/celery -A workers.celery_app
 
+# The local fake Stripe `make run` starts unless STRIPE_API_BASE points elsewhere (empty: Stripe itself).
+LOCAL_STRIPE_PORT := 12111
+LOCAL_STRIPE      := http://127.0.0.1:$(LOCAL_STRIPE_PORT)
+
 .PHONY: run test lint bench install install-dev chromium clean
 
 $(VENV)/bin/python:
@@ -22,16 +26,23 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(VENV)/bin/pyth
 install: $(VENV)/.run-installed
 install-dev: $(VENV)/.dev-installed
 
-## run: create the virtualenv, install, migrate, load demo data, start web + worker + scheduler
+## run: create the virtualenv, install, migrate, start the local Stripe, load demo data, start web + worker + scheduler
 run: install
 	mkdir -p var
 	$(FLASK) init-db
-	$(FLASK) demo-data
 	@echo ""
-	@echo "  Herald is starting on http://127.0.0.1:$(PORT)/  (signup page)"
+	@echo "  Herald is starting on http://127.0.0.1:$(PORT)/  (signup page; /membership to join)"
 	@echo "  Mail is written to var/outbox/ as .eml files. Stop with Ctrl-C."
 	@echo ""
 	@trap 'kill $$(jobs -p) 2>/dev/null; wait' INT TERM EXIT; \
+	if [ "$${STRIPE_API_BASE-$(LOCAL_STRIPE)}" = "$(LOCAL_STRIPE)" ]; then \
+	  case "$${STRIPE_SECRET_KEY:-}" in sk_live_*|rk_live_*) echo "  STRIPE_SECRET_KEY is a live key: set STRIPE_API_BASE= to use Stripe"; exit 1;; esac; \
+	  echo "  Payments go to the local fake Stripe on $(LOCAL_STRIPE) (test card 4242 4242 4242 4242)."; \
+	  $(VENV)/bin/python -m newsletter.fakestripe --port $(LOCAL_STRIPE_PORT) --db var/fakestripe.sqlite3 \
+	    --webhook-url http://127.0.0.1:$(PORT)/webhooks/stripe --webhook-secret whsec_dev & \
+	  $(VENV)/bin/python -c "import socket, time; any(socket.socket().connect_ex(('127.0.0.1', $(LOCAL_STRIPE_PORT))) == 0 or time.sleep(0.1) for _ in range(100))"; \
+	fi; \
+	$(FLASK) demo-data || exit 1; \
 	$(CELERY) worker -B --pool=threads --concurrency=4 --loglevel=INFO -s var/celerybeat-schedule & \
 	$(FLASK) run --host 127.0.0.1 --port $(PORT) --no-reload & \
 	wait

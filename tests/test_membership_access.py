@@ -107,3 +107,39 @@ def test_sync_stripe_mirrors_what_webhooks_missed_marks_missing_ones_and_mails_n
     fake_delete(fake_stripe, f"/v1/subscriptions/{sub['id']}")
     again = app.test_cli_runner().invoke(args=["sync-stripe"])
     assert '"status": ["active", "canceled"]' in again.output
+
+
+def test_on_sqlite_the_write_lock_serializes_upserts_and_a_shuffled_replay_still_ends_in_stripe_s_state(
+    app, tmp_path, fake_stripe
+):
+    """The embedded default (`make run`) has no row locks: the INSERT takes SQLite's write lock instead."""
+    import random
+
+    from flask_migrate import upgrade
+
+    from newsletter import create_app, demo
+    from newsletter.billing import events
+    from newsletter.config import Config
+    from tests.billing_support import stripe_events
+    from tests.conftest import herald_env
+    from tests.test_webhooks import _membership_lifecycle
+
+    sqlite_app = create_app(Config.from_env(herald_env(DATABASE_URL=f"sqlite:///{tmp_path / 'herald.sqlite3'}",
+                                                       MAIL_URL="memory:")))
+    # A new app makes its Celery app the default; give it back, or the session's app is collected too early.
+    app.extensions["celery"].set_default()
+    with sqlite_app.app_context():
+        upgrade(revision="heads")
+        life = _membership_lifecycle(fake_stripe, demo.load_newsletters())
+        captured = stripe_events(fake_stripe)
+        deliveries = captured + captured[::2]
+        random.Random(7).shuffle(deliveries)
+        for event in deliveries:
+            events.dispatch(event)
+            db.session.commit()
+        membership = db.session.scalars(select(Membership)).one()
+        assert (membership.status, membership.subscriber_id) == (MembershipStatus.CANCELED, life["subscriber_id"])
+        assert sorted(db.session.scalars(select(MailJob.kind))) == [
+            "membership_ended", "membership_welcome", "payment_failed"]
+        db.session.remove()
+        db.engine.dispose()

@@ -64,7 +64,7 @@ def receive_event(payload: bytes, signature: str) -> Received:
     }
     # The event id is the primary key: a redelivery inserts nothing and is answered without a second handling.
     inserted = db.session.scalar(
-        memberships._insert(StripeEvent).values(**row).on_conflict_do_nothing(index_elements=["id"])
+        memberships.dialect_insert(StripeEvent).values(**row).on_conflict_do_nothing(index_elements=["id"])
         .returning(StripeEvent.id)
     )
     db.session.commit()
@@ -150,7 +150,7 @@ def _object(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def _subscriber(value: Any) -> int | None:
-    subscriber_id = memberships._int(value)
+    subscriber_id = memberships.as_int(value)
     if subscriber_id is None or db.session.get(Subscriber, subscriber_id) is None:
         return None
     return subscriber_id
@@ -163,7 +163,7 @@ def on_checkout_completed(event: dict[str, Any]) -> Outcome:
     hint = _subscriber(session.get("client_reference_id"))
     paid = session.get("payment_status") in ("paid", "no_payment_required")
     if session.get("mode") == "subscription" and session.get("subscription"):
-        memberships.sync_subscription(memberships._id(session["subscription"]), hint=hint, paid=paid,
+        memberships.sync_subscription(memberships.stripe_id(session["subscription"]), hint=hint, paid=paid,
                                       outcome=outcome)
     elif session.get("mode") == "payment" and session.get("payment_status") == "paid":
         _record_donation(session, hint, outcome)
@@ -173,7 +173,7 @@ def on_checkout_completed(event: dict[str, Any]) -> Outcome:
 
 
 def _record_donation(session: dict[str, Any], subscriber_id: int | None, outcome: Outcome) -> None:
-    intent = memberships._id(session.get("payment_intent"))
+    intent = memberships.stripe_id(session.get("payment_intent"))
     if not intent:
         outcome.note("donation", "no payment intent")
         return
@@ -213,7 +213,7 @@ def on_invoice(event: dict[str, Any]) -> Outcome:
     intent = gateway.invoice_payment_intent(invoice["id"]) if invoice["status"] == "paid" else None
     # A paid first invoice proves the membership started, even if it has ended by now.
     first_paid = invoice["status"] == "paid" and invoice.get("billing_reason") == "subscription_create"
-    membership = memberships._apply_fetched(fetched, hint=None, paid=first_paid, notify=True, outcome=outcome)
+    membership = memberships.apply_fetched(fetched, hint=None, paid=first_paid, notify=True, outcome=outcome)
     if membership is None:
         return outcome
     memberships.record_invoice(invoice, membership, intent, outcome)
@@ -225,7 +225,7 @@ def on_invoice(event: dict[str, Any]) -> Outcome:
 
 def _charge_target(charge: dict[str, Any], outcome: Outcome):
     """Find what a charge paid for, locked: (donation, None, None) or (None, membership, invoice row)."""
-    intent = memberships._id(charge.get("payment_intent"))
+    intent = memberships.stripe_id(charge.get("payment_intent"))
     if not intent:
         return None, None, None
     if db.session.scalar(select(Donation.id).where(Donation.payment_intent_id == intent)) is not None:
@@ -249,7 +249,7 @@ def _charge_target(charge: dict[str, Any], outcome: Outcome):
         donation = memberships.lock_donation(intent, {
             "subscriber_id": _subscriber(metadata.get("subscriber_id")), "amount": charge.get("amount") or 0,
             "currency": charge.get("currency") or "", "status": DonationStatus.PAID,
-            "paid_at": memberships._timestamp(charge.get("created")),
+            "paid_at": memberships.from_timestamp(charge.get("created")),
         })
         return donation, None, None
     return None, None, None
@@ -273,7 +273,7 @@ def on_dispute_created(event: dict[str, Any]) -> Outcome:
     """Flag the member (or the donation) for staff; access still follows the subscription's status."""
     outcome = Outcome()
     dispute = _object(event)
-    charge = stripe_gateway().retrieve_charge(memberships._id(dispute.get("charge")))
+    charge = stripe_gateway().retrieve_charge(memberships.stripe_id(dispute.get("charge")))
     donation, membership, invoice_row = _charge_target(charge, outcome)
     if donation is not None:
         memberships.apply_charge_to_donation(donation, charge, outcome, dispute=dispute)

@@ -136,18 +136,20 @@ def subscription_of_invoice(invoice: dict[str, Any]) -> str | None:
     return sub
 
 
-def _timestamp(value: int | None) -> dt.datetime | None:
+def from_timestamp(value: int | None) -> dt.datetime | None:
+    """Stripe's Unix seconds as an aware UTC datetime (None stays None)."""
     return dt.datetime.fromtimestamp(value, dt.UTC) if value else None
 
 
-def _id(value: Any) -> str:
-    """A Stripe reference, expanded or not."""
+def stripe_id(value: Any) -> str:
+    """Return the id of a Stripe reference, expanded into an object or not."""
     if isinstance(value, dict):
         return value.get("id") or ""
     return value or ""
 
 
-def _int(value: Any) -> int | None:
+def as_int(value: Any) -> int | None:
+    """Read an id from metadata ("42"), or None."""
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -165,7 +167,8 @@ def _json(value: Any) -> Any:
 # --- Locks ----------------------------------------------------------------------------------------
 
 
-def _insert(model: type):
+def dialect_insert(model: type):
+    """An INSERT that knows ON CONFLICT on this database (PostgreSQL or SQLite)."""
     dialect = db.session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
@@ -179,7 +182,7 @@ def _lock(model: type, key_column: str, key: str, values: dict[str, Any]):
     """
     now = utcnow()
     row = {key_column: key, "created_at": now, "updated_at": now, **values}
-    db.session.execute(_insert(model).values(**row).on_conflict_do_nothing(index_elements=[key_column]))
+    db.session.execute(dialect_insert(model).values(**row).on_conflict_do_nothing(index_elements=[key_column]))
     column = getattr(model, key_column)
     return db.session.scalars(
         select(model).where(column == key).with_for_update(of=model).execution_options(populate_existing=True)
@@ -194,7 +197,7 @@ def resolve_subscriber(subscription: dict[str, Any], hint: int | None = None) ->
 
     May ask Stripe for the customer's email, so call it before taking the membership lock.
     """
-    candidates = [_int((subscription.get("metadata") or {}).get("subscriber_id")), hint]
+    candidates = [as_int((subscription.get("metadata") or {}).get("subscriber_id")), hint]
     for candidate in candidates:
         if candidate is not None and db.session.get(Subscriber, candidate) is not None:
             return candidate
@@ -203,7 +206,7 @@ def resolve_subscriber(subscription: dict[str, Any], hint: int | None = None) ->
     )
     if known is not None:
         return known
-    customer_id = _id(subscription.get("customer"))
+    customer_id = stripe_id(subscription.get("customer"))
     if not customer_id:
         return None
     # A subscription made outside Herald (the Dashboard, an import): link it by the customer's address.
@@ -239,16 +242,16 @@ def _mirrored(subscription: dict[str, Any]) -> dict[str, Any]:
     period_ends = [item.get("current_period_end") for item in items if item.get("current_period_end")]
     return {
         "status": MembershipStatus(subscription["status"]),
-        "stripe_customer_id": _id(subscription.get("customer")),
+        "stripe_customer_id": stripe_id(subscription.get("customer")),
         "tier_id": tier.id if tier else None,
         "price_lookup_key": lookup_key,
         "interval": (price.get("recurring") or {}).get("interval") or "",
         "amount": price.get("unit_amount"),
         "currency": price.get("currency") or subscription.get("currency") or "",
         "cancel_at_period_end": bool(subscription.get("cancel_at_period_end")),
-        "cancel_at": _timestamp(subscription.get("cancel_at")),
-        "paid_through": _timestamp(max(period_ends)) if period_ends else None,
-        "ended_at": _timestamp(subscription.get("ended_at")),
+        "cancel_at": from_timestamp(subscription.get("cancel_at")),
+        "paid_through": from_timestamp(max(period_ends)) if period_ends else None,
+        "ended_at": from_timestamp(subscription.get("ended_at")),
         "missing_at": None,
     }
 
@@ -343,11 +346,12 @@ def sync_subscription(subscription_id: str, *, hint: int | None = None, paid: bo
     """Fetch a subscription and upsert its membership (locked; the caller commits)."""
     outcome = outcome if outcome is not None else Outcome()
     fetched = fetch_subscription(subscription_id)
-    return _apply_fetched(fetched, hint=hint, paid=paid, notify=notify, outcome=outcome)
+    return apply_fetched(fetched, hint=hint, paid=paid, notify=notify, outcome=outcome)
 
 
-def _apply_fetched(fetched: Fetched, *, hint: int | None, paid: bool, notify: bool,
-                   outcome: Outcome) -> Membership | None:
+def apply_fetched(fetched: Fetched, *, hint: int | None, paid: bool, notify: bool,
+                  outcome: Outcome) -> Membership | None:
+    """Link a fetched subscription to its subscriber and upsert its membership (or mark it missing)."""
     if fetched.subscription is None:
         return _mark_missing(fetched, outcome)
     subscriber_id = resolve_subscriber(fetched.subscription, hint)
@@ -378,7 +382,7 @@ def record_invoice(invoice: dict[str, Any], membership: Membership, payment_inte
         "amount_paid": invoice.get("amount_paid") or 0,
         "attempt_count": invoice.get("attempt_count") or 0,
         "hosted_invoice_url": invoice.get("hosted_invoice_url") or "",
-        "paid_at": _timestamp(transitions.get("paid_at")),
+        "paid_at": from_timestamp(transitions.get("paid_at")),
     }
     if payment_intent:
         values["payment_intent_id"] = payment_intent
@@ -407,7 +411,7 @@ def apply_charge_to_invoice(row: MembershipInvoice, charge: dict[str, Any], outc
 def flag_dispute(membership: Membership, row: MembershipInvoice | None, dispute: dict[str, Any],
                  outcome: Outcome) -> None:
     """Flag the member for staff: a dispute costs money and needs a person to look at it."""
-    at = _timestamp(dispute.get("created")) or utcnow()
+    at = from_timestamp(dispute.get("created")) or utcnow()
     if membership.disputed_at is None:
         note = f"dispute {dispute.get('id')}: {dispute.get('reason') or 'no reason given'}, " \
                f"{dispute.get('amount')} {dispute.get('currency', '')}".strip()
@@ -440,7 +444,7 @@ def apply_charge_to_donation(donation: Donation, charge: dict[str, Any], outcome
                    "status": [_json(donation.status), status.value]}
         donation.amount_refunded, donation.status = refunded, status
     if dispute is not None and donation.disputed_at is None:
-        donation.disputed_at = _timestamp(dispute.get("created")) or utcnow()
+        donation.disputed_at = from_timestamp(dispute.get("created")) or utcnow()
         changed["disputed_at"] = [None, _json(donation.disputed_at)]
     if changed:
         donation.updated_at = utcnow()
@@ -493,7 +497,7 @@ def sync_all() -> SyncReport:
     for sub in listing:
         seen.add(sub["id"])
         outcome = Outcome()
-        _apply_fetched(Fetched(sub["id"], sub, listed_at), hint=None, paid=False, notify=False, outcome=outcome)
+        apply_fetched(Fetched(sub["id"], sub, listed_at), hint=None, paid=False, notify=False, outcome=outcome)
         db.session.commit()
         report.seen += 1
         if "unlinked_subscription" in outcome.changes:
@@ -507,7 +511,7 @@ def sync_all() -> SyncReport:
         # Not in the listing: it may be newer than the listing, so ask for it by id before calling it missing.
         outcome = Outcome()
         fetched = fetch_subscription(sub_id)
-        _apply_fetched(fetched, hint=None, paid=False, notify=False, outcome=outcome)
+        apply_fetched(fetched, hint=None, paid=False, notify=False, outcome=outcome)
         db.session.commit()
         if fetched.subscription is None:
             report.missing.append(sub_id)
