@@ -105,7 +105,7 @@ def start_import(stream: BinaryIO, filename: str, newsletter_ids: list[int], con
     if len(consent_source) > 200:
         raise InvalidInput("Keep the consent source under 200 characters.", "consent_source")
     ids = sorted({int(n) for n in newsletter_ids})
-    found = list(db.session.scalars(select(Newsletter.id).where(Newsletter.id.in_(ids)))) if ids else []
+    found = list(db.session.scalars(select(Newsletter.name).where(Newsletter.id.in_(ids)))) if ids else []
     if not ids or len(found) != len(ids):
         raise InvalidInput("Choose at least one newsletter to add these addresses to.", "newsletters")
     folder = upload_folder()
@@ -127,7 +127,7 @@ def start_import(stream: BinaryIO, filename: str, newsletter_ids: list[int], con
     db.session.add(job)
     db.session.flush()
     audit.record(actor, AuditAction.SUBSCRIBERS_IMPORTED, f"import {job.id}",
-                 f"{shown} ({size} bytes) into newsletters {ids}; "
+                 f"{shown} ({size} bytes) into {', '.join(sorted(found))}; "
                  f"{'confirmed elsewhere' if already_confirmed else 'confirmation mail to each new address'}; "
                  f"consent: {consent_source}")
     db.session.commit()

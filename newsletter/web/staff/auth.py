@@ -127,8 +127,9 @@ def two_factor():
     error = None
     if user.has_two_factor:
         return render_template("staff/two_factor.html", enabled=True, error=None)
-    if request.method == "GET" or not session.get("staff_totp_setup"):
-        # The secret waits in the signed session until a code made with it proves the phone has it.
+    if not session.get("staff_totp_setup"):
+        # The secret waits in the signed session until a code made with it proves the phone has it; a
+        # reload shows the same one, so a phone that scanned it already keeps working.
         session["staff_totp_setup"] = accounts.new_totp_secret()
     secret = session["staff_totp_setup"]
     if request.method == "POST":
