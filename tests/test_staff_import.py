@@ -205,3 +205,16 @@ def test_an_upload_larger_than_the_limit_is_refused(app, newsletters, enqueued, 
     data = {"csrf_token": token(editor), "newsletters": [str(newsletters[0].id)], "consent_source": "Old list",
             "file": (io.BytesIO(b"email\n" + b"someone@example.org\n" * 200), "big.csv")}
     assert editor.post("/staff/imports", data=data, content_type="multipart/form-data").status_code == 413
+
+
+def test_an_import_whose_worker_died_or_whose_task_was_lost_is_handed_back(app, newsletters, enqueued):
+    daily, _ = newsletters
+    died = _start(b"email\nolena@example.org\n", [daily.id])
+    lost = _start(b"email\ntaras@example.org\n", [daily.id])
+    fresh = _start(b"email\nmaria@example.org\n", [daily.id])
+    imports._claim(died.id, imports.utcnow() - imports.LEASE * 2)  # its lease ran out long ago
+    db.session.get(SubscriberImport, lost.id).created_at = imports.utcnow() - imports.LEASE * 2
+    db.session.commit()
+    enqueued.clear()
+    assert sorted(imports.resume_stalled_imports()) == sorted([died.id, lost.id])
+    assert enqueued == [(jobs.IMPORT_SUBSCRIBERS, i) for i in sorted([died.id, lost.id])] and fresh

@@ -149,6 +149,22 @@ def retry_import(import_id: int, actor: Actor) -> SubscriberImport:
     return job
 
 
+def resume_stalled_imports(now: dt.datetime | None = None) -> list[int]:
+    """Hand back to a worker every import whose run died (its lease ran out) or whose task was lost; for the tick."""
+    now = now or utcnow()
+    stalled = list(db.session.scalars(
+        select(SubscriberImport.id).where(
+            SubscriberImport.status.in_((ImportStatus.QUEUED, ImportStatus.RUNNING)),
+            or_(SubscriberImport.lease_until < now,
+                (SubscriberImport.lease_until.is_(None)) & (SubscriberImport.created_at < now - LEASE)),
+        ).order_by(SubscriberImport.id)
+    ))
+    db.session.commit()
+    for import_id in stalled:
+        jobs.enqueue(jobs.IMPORT_SUBSCRIBERS, import_id)
+    return stalled
+
+
 def list_imports(limit: int = 50) -> list[SubscriberImport]:
     return list(db.session.scalars(select(SubscriberImport).order_by(SubscriberImport.id.desc()).limit(limit)))
 
