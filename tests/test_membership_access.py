@@ -68,6 +68,43 @@ def test_an_older_fetch_landing_after_a_newer_one_changes_nothing(app, newslette
     assert membership.paid_through == dt.datetime.fromtimestamp(1_900_000_000, dt.UTC)
 
 
+@pytest.mark.parametrize("existing", [False, True], ids=["new row", "existing row"])
+def test_two_workers_racing_on_one_subscription_make_one_row_and_the_newest_fetch_wins(app, newsletters, existing):
+    import threading
+
+    reader_id = add_reader().id  # read here: an ORM object must not lazy-load from the threads
+    for n in range(20):
+        sub_id, newer = f"sub_race_{n:04d}", utcnow()
+        older = newer - dt.timedelta(milliseconds=5)
+        if existing:
+            # INSERT ... ON CONFLICT only makes a first insert wait; on a row that exists, the row lock does.
+            _apply(reader_id, older - dt.timedelta(seconds=1), sub_id=sub_id, status="incomplete")
+        start, errors = threading.Barrier(2), []
+
+        def worker(fetched_at: dt.datetime, status: str, sub_id: str = sub_id, start=start, errors=errors) -> None:
+            with app.app_context():
+                try:
+                    start.wait()
+                    memberships.apply_subscription(
+                        Fetched(sub_id, _subscription(sub_id, status=status, subscriber_id=reader_id), fetched_at),
+                        reader_id, notify=False)
+                    db.session.commit()
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+                finally:
+                    db.session.remove()
+
+        threads = [threading.Thread(target=worker, args=(newer, "canceled")),
+                   threading.Thread(target=worker, args=(older, "active"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        rows = db.session.scalars(select(Membership).where(Membership.stripe_subscription_id == sub_id)).all()
+        assert [(m.status, m.synced_at) for m in rows] == [(MembershipStatus.CANCELED, newer)]
+
+
 def test_a_member_with_two_memberships_counts_once(app, newsletters):
     reader = add_reader()
     _apply(reader.id, utcnow(), sub_id="sub_access_0001")

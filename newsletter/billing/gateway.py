@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import stripe
+
+# stripe-python logs every request and response at INFO; Herald logs the failures that matter itself.
+logging.getLogger("stripe").setLevel(logging.WARNING)
 
 # Callers catch these through the gateway, since no other Herald module may import stripe.
 StripeError = stripe.StripeError

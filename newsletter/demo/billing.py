@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from newsletter.billing import gateway as stripe_errors
 from newsletter.billing import tiers
 from newsletter.models import Tier
-
-log = logging.getLogger(__name__)
 
 TIERS = [
     {
@@ -42,7 +39,6 @@ def load_tiers() -> DemoTiers:
     try:
         tiers.ensure_catalog(loaded)
     except stripe_errors.StripeError as exc:
-        log.info("demo tiers: Stripe not reachable (%s)", exc)
         return DemoTiers(loaded, f"Stripe not reachable, prices not created ({type(exc).__name__}); "
                                  "run `flask tiers sync` once it is up")
     return DemoTiers(loaded, "prices ready")
