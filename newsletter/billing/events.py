@@ -130,7 +130,8 @@ def process_event(event_id: str) -> Outcome | None:
         )
         db.session.commit()
         log.warning("stripe event %s (%s) failed; retrying in %.0f s", event_id, kind, delay, exc_info=True)
-        raise RetryLater(delay) from exc
+        # A second later than the claim runs out, so the retried task finds the event free to take.
+        raise RetryLater(delay + 1.0) from exc
     for job_id in outcome.mail_job_ids:
         jobs.enqueue(jobs.SEND_MAIL, job_id)
     return outcome
@@ -166,13 +167,14 @@ def on_checkout_completed(event: dict[str, Any]) -> Outcome:
         memberships.sync_subscription(memberships.stripe_id(session["subscription"]), hint=hint, paid=paid,
                                       outcome=outcome)
     elif session.get("mode") == "payment" and session.get("payment_status") == "paid":
-        _record_donation(session, hint, outcome)
+        _record_donation(session, hint, memberships.from_timestamp(event.get("created")) or utcnow(), outcome)
     else:
         outcome.note("waiting", f"payment status {session.get('payment_status')}")
     return outcome
 
 
-def _record_donation(session: dict[str, Any], subscriber_id: int | None, outcome: Outcome) -> None:
+def _record_donation(session: dict[str, Any], subscriber_id: int | None, paid_at: dt.datetime,
+                     outcome: Outcome) -> None:
     intent = memberships.stripe_id(session.get("payment_intent"))
     if not intent:
         outcome.note("donation", "no payment intent")
@@ -180,7 +182,7 @@ def _record_donation(session: dict[str, Any], subscriber_id: int | None, outcome
     now = utcnow()
     donation = memberships.lock_donation(intent, {
         "subscriber_id": subscriber_id, "checkout_session_id": session["id"], "amount": session["amount_total"] or 0,
-        "currency": session.get("currency") or "", "status": DonationStatus.PAID, "paid_at": now,
+        "currency": session.get("currency") or "", "status": DonationStatus.PAID, "paid_at": paid_at,
     })
     changed = {}
     for name, value in (("checkout_session_id", session["id"]), ("subscriber_id", subscriber_id)):
@@ -189,7 +191,7 @@ def _record_donation(session: dict[str, Any], subscriber_id: int | None, outcome
             setattr(donation, name, value)
     if changed:
         donation.updated_at = now
-    outcome.changes.setdefault("donation", {})[intent] = changed or "recorded"
+    outcome.record("donation", "payment_intent", intent, changed or {"recorded": True})
 
 
 def on_subscription_changed(event: dict[str, Any]) -> Outcome:

@@ -52,13 +52,9 @@ class Outcome:
     def note(self, key: str, value: Any) -> None:
         self.changes[key] = value
 
-    def merge(self, other: Outcome) -> None:
-        for key, value in other.changes.items():
-            if key == "mail":
-                self.changes.setdefault("mail", []).extend(value)
-            else:
-                self.changes[key] = value
-        self.mail_job_ids.extend(other.mail_job_ids)
+    def record(self, what: str, key_name: str, key: str, changed: dict[str, Any]) -> None:
+        """Note field changes of one object, e.g. membership {"subscription": "sub_1", "status": [old, new]}."""
+        self.changes.setdefault(what, {key_name: key}).update(changed)
 
 
 @dataclass(frozen=True)
@@ -265,7 +261,7 @@ def queue_once(kind: str, subscriber_id: int, params: dict[str, Any], dedupe_key
             job = queue_mail(kind, subscriber_id, params, dedupe_key=dedupe_key)
             db.session.flush()
     except IntegrityError:
-        return False  # queued a moment ago by a worker holding another lock (e.g. a donation's)
+        return False  # the key is unique: whoever queued it first sends it
     outcome.mail_job_ids.append(job.id)
     outcome.changes.setdefault("mail", []).append(dedupe_key)
     return True
@@ -306,7 +302,7 @@ def apply_subscription(
         changed["started_at"] = [None, _json(now)]
     if changed:
         membership.updated_at = now
-        outcome.changes.setdefault("membership", {})[fetched.subscription_id] = changed
+        outcome.record("membership", "subscription", fetched.subscription_id, changed)
     if notify:
         _lifecycle_mail(membership, outcome)
     return membership
@@ -332,9 +328,9 @@ def _mark_missing(fetched: Fetched, outcome: Outcome) -> Membership | None:
         outcome.note("unknown_subscription", fetched.subscription_id)
         return None
     if membership.missing_at is None or membership.status != MembershipStatus.CANCELED:
-        outcome.changes.setdefault("membership", {})[fetched.subscription_id] = {
+        outcome.record("membership", "subscription", fetched.subscription_id, {
             "status": [_json(membership.status), MembershipStatus.CANCELED.value], "missing_at": [None, "now"],
-        }
+        })
         membership.status, membership.missing_at = MembershipStatus.CANCELED, utcnow()
         membership.synced_at = max(membership.synced_at or fetched.fetched_at, fetched.fetched_at)
         membership.updated_at = utcnow()
@@ -393,7 +389,7 @@ def record_invoice(invoice: dict[str, Any], membership: Membership, payment_inte
             setattr(row, name, value)
     if changed:
         row.updated_at = utcnow()
-        outcome.changes.setdefault("invoice", {})[invoice["id"]] = changed
+        outcome.record("invoice", "invoice", invoice["id"], changed)
     db.session.flush()
     return row
 
@@ -402,8 +398,8 @@ def apply_charge_to_invoice(row: MembershipInvoice, charge: dict[str, Any], outc
     """Record a charge's refunds and dispute on its invoice (the charge as Stripe holds it now)."""
     refunded = charge.get("amount_refunded") or 0
     if row.amount_refunded != refunded:
-        outcome.changes.setdefault("invoice", {}).setdefault(row.stripe_invoice_id, {})["amount_refunded"] = [
-            row.amount_refunded, refunded]
+        outcome.record("invoice", "invoice", row.stripe_invoice_id,
+                       {"amount_refunded": [row.amount_refunded, refunded]})
         row.amount_refunded = refunded
         row.updated_at = utcnow()
 
@@ -416,8 +412,8 @@ def flag_dispute(membership: Membership, row: MembershipInvoice | None, dispute:
         note = f"dispute {dispute.get('id')}: {dispute.get('reason') or 'no reason given'}, " \
                f"{dispute.get('amount')} {dispute.get('currency', '')}".strip()
         membership.disputed_at, membership.dispute_note = at, note[:500]
-        outcome.changes.setdefault("membership", {}).setdefault(membership.stripe_subscription_id, {})[
-            "disputed_at"] = [None, _json(at)]
+        outcome.record("membership", "subscription", membership.stripe_subscription_id,
+                       {"disputed_at": [None, _json(at)]})
     if row is not None and row.disputed_at is None:
         row.disputed_at = at
 
@@ -448,7 +444,7 @@ def apply_charge_to_donation(donation: Donation, charge: dict[str, Any], outcome
         changed["disputed_at"] = [None, _json(donation.disputed_at)]
     if changed:
         donation.updated_at = utcnow()
-        outcome.changes.setdefault("donation", {})[donation.payment_intent_id] = changed
+        outcome.record("donation", "payment_intent", donation.payment_intent_id, changed)
 
 
 def payment_failed_mail(membership: Membership, invoice: dict[str, Any], attempt_count: int,
@@ -485,6 +481,10 @@ class SyncReport:
     unlinked: list[str] = field(default_factory=list)
 
 
+def _fields(outcome: Outcome) -> dict[str, Any]:
+    return {k: v for k, v in outcome.changes["membership"].items() if k != "subscription"}
+
+
 def sync_all() -> SyncReport:
     """Bring every membership in line with Stripe: list all subscriptions, upsert each, mark missing ones.
 
@@ -503,7 +503,7 @@ def sync_all() -> SyncReport:
         if "unlinked_subscription" in outcome.changes:
             report.unlinked.append(sub["id"])
         elif outcome.changes.get("membership"):
-            report.changed.update(outcome.changes["membership"])
+            report.changed[sub["id"]] = _fields(outcome)
     known = db.session.scalars(
         select(Membership.stripe_subscription_id).where(Membership.stripe_subscription_id.not_in(seen))
     ).all()
@@ -516,5 +516,5 @@ def sync_all() -> SyncReport:
         if fetched.subscription is None:
             report.missing.append(sub_id)
         if outcome.changes.get("membership"):
-            report.changed.update(outcome.changes["membership"])
+            report.changed[sub_id] = _fields(outcome)
     return report
