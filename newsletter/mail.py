@@ -454,6 +454,8 @@ class SMTPTransport(_Context):
                 conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout, local_hostname=helo)
                 if self.tls == "starttls":
                     conn.starttls(context=ssl.create_default_context())
+            # Each write is a whole command group or message: never hold its tail back for an ACK.
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.ehlo_or_helo_if_needed()
             if self.username:
                 conn.login(self.username, self.password)
