@@ -42,6 +42,7 @@ from newsletter.models import (
     Subscription,
     utcnow,
 )
+from newsletter.tokens import Tokens
 from newsletter.urls import external_url
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ class _EditionMail:
     unsubscribe_prefix: str
     preferences_prefix: str
     mailto: str
+    tokens: Tokens
 
 
 _EDITIONS: OrderedDict[tuple, _EditionMail] = OrderedDict()
@@ -264,7 +266,7 @@ def _edition_mail(edition_id: int, started_at: dt.datetime) -> _EditionMail:
     templates = {a: build_template(edition, renderings.get(a, fallback), started_at) for a in Audience}
     unsubscribe, preferences, mailto = _link_prefixes()
     found = _EditionMail(edition.newsletter_id, _sender(edition.newsletter)[1], templates, unsubscribe,
-                         preferences, mailto)
+                         preferences, mailto, current_app.extensions["herald_tokens"])
     db.session.commit()
     _EDITIONS[key] = found
     while len(_EDITIONS) > 8:
@@ -273,7 +275,7 @@ def _edition_mail(edition_id: int, started_at: dt.datetime) -> _EditionMail:
 
 
 def _reader(edition_mail: _EditionMail, subscriber_id: int, address: str, name: str, message_id: str) -> mail.Reader:
-    tokens = current_app.extensions["herald_tokens"]
+    tokens = edition_mail.tokens
     unsubscribe = tokens.unsubscribe(subscriber_id, edition_mail.newsletter_id)
     return mail.Reader(
         address=address, name=name, message_id=message_id,
@@ -321,15 +323,17 @@ def backoff(attempts: int) -> float:
 _accepted_here = 0
 
 
-def _fault_after_accept() -> None:
-    """SEND_FAULT=kill-after-accept:N (tests): die right after the N-th acceptance, before it is recorded."""
+def _kill_point() -> int | None:
+    """SEND_FAULT=kill-after-accept:N (tests only): the acceptance after which this process dies."""
+    kind, _, count = _config().SEND_FAULT.partition(":")
+    return int(count) if kind == "kill-after-accept" else None
+
+
+def _fault_after_accept(kill_after: int) -> None:
+    """Die right after this process's `kill_after`-th acceptance, before it is recorded (the crash drill)."""
     global _accepted_here
-    spec = _config().SEND_FAULT
-    if not spec:
-        return
-    kind, _, count = spec.partition(":")
     _accepted_here += 1
-    if kind == "kill-after-accept" and _accepted_here == int(count):
+    if _accepted_here == kill_after:
         log.warning("SEND_FAULT: killing the worker after its message %d was accepted", _accepted_here)
         # The worker runs as its own process group, led by its main process; Celery's pool processes
         # die with it (they are set up to get SIGKILL when it dies), wherever they are.
@@ -409,6 +413,12 @@ class _Stop(Exception):
         self.reason = reason
 
 
+# Recording an acceptance, fenced: only while the batch still carries this lease's token.
+_SENT_SQL = ("UPDATE deliveries SET status = {}, sent_at = CURRENT_TIMESTAMP, last_error = NULL "
+             "WHERE edition_id = {} AND subscriber_id = {} "
+             "AND EXISTS (SELECT 1 FROM delivery_batches WHERE id = {} AND lease_token = {})")
+
+
 def _fenced(edition_id: int, subscriber_id, lease: Lease):
     return (
         update(Delivery)
@@ -428,6 +438,7 @@ class _BatchRun:
         self.max_attempts = config.SEND_MAX_ATTEMPTS
         self.bucket = ratelimit.send_bucket(config.SEND_RATE, config.REDIS_URL)
         self.counts: dict[str, int] = {}
+        self.sent = 0
         self.began = time.monotonic()
         self.retry_later: dt.timedelta | None = None
         # Marks commit one by one on their own connection: on PostgreSQL without waiting for the WAL
@@ -437,9 +448,15 @@ class _BatchRun:
         self.postgres = self.conn.dialect.name == "postgresql"
         if self.postgres:
             self.conn.exec_driver_sql("SET synchronous_commit TO off")
+        self.kill_after = _kill_point()
+        # The one write every message makes, straight to the driver: SQLAlchemy's execution doubles
+        # its cost (measured: 95 -> 44 us of CPU on PostgreSQL).
+        placeholder = "%({})s" if self.conn.dialect.paramstyle == "pyformat" else ":{}"
+        self.sent_sql = _SENT_SQL.format(*(placeholder.format(n) for n in ("st", "e", "s", "b", "t")))
+        self.sent_params = {"st": DeliveryStatus.SENT.value, "e": lease.edition_id, "s": 0, "b": lease.batch_id,
+                            "t": lease.token}
+        self.cursor = self.conn.connection.dbapi_connection.cursor()
         param = bindparam("s")
-        self.sent_stmt = _fenced(lease.edition_id, param, lease).values(
-            status=DeliveryStatus.SENT, sent_at=bindparam("at"), last_error=None)
         self.final_stmt = _fenced(lease.edition_id, param, lease).values(
             status=bindparam("st", type_=Delivery.status.type), last_error=bindparam("err"))
         self.retry_stmt = _fenced(lease.edition_id, param, lease).values(
@@ -448,6 +465,7 @@ class _BatchRun:
 
     def close(self) -> None:
         try:
+            self.cursor.close()
             if self.postgres:
                 self.conn.exec_driver_sql("RESET synchronous_commit")
         finally:
@@ -501,6 +519,13 @@ class _BatchRun:
     def _record(self, stmt, **params) -> None:
         if self.conn.execute(stmt, params).rowcount != 1:
             raise _Stop("lease lost")
+
+    def _sent(self, subscriber_id: int) -> None:
+        self.sent_params["s"] = subscriber_id
+        self.cursor.execute(self.sent_sql, self.sent_params)
+        if self.cursor.rowcount != 1:
+            raise _Stop("lease lost")
+        self.sent += 1
 
     def _final(self, subscriber_id: int, status: DeliveryStatus, error: str | None = None) -> None:
         self._record(self.final_stmt, s=subscriber_id, st=status, err=error[:500] if error else None)
@@ -558,9 +583,9 @@ class _BatchRun:
                     else:
                         self._temporary(row, exc)
                 else:
-                    _fault_after_accept()
-                    self._record(self.sent_stmt, s=row.subscriber_id, at=utcnow())
-                    self._count(DeliveryStatus.SENT.value)
+                    if self.kill_after is not None:
+                        _fault_after_accept(self.kill_after)
+                    self._sent(row.subscriber_id)
 
     def _temporary(self, row: Row, exc: mail.MailError) -> None:
         attempts = row.attempts + 1
@@ -626,7 +651,8 @@ def deliver_batch(edition_id: int, transport: mail.Transport | None = None) -> B
         run.close()
     if stopped:
         log.info("batch %s of edition %s stopped: %s", lease.batch_id, edition_id, stopped)
-    return BatchResult(claimed=True, counts=run.counts, stopped=stopped, finished=finish_if_done(edition_id))
+    counts = dict(run.counts, **({DeliveryStatus.SENT.value: run.sent} if run.sent else {}))
+    return BatchResult(claimed=True, counts=counts, stopped=stopped, finished=finish_if_done(edition_id))
 
 
 def run_batch(edition_id: int) -> BatchResult:
@@ -889,7 +915,8 @@ def send_test(edition_id: int, address: str, audience: Audience = Audience.NON_M
     message_id = mail.new_message_id(_config().mail_domain)
     if subscriber is not None:
         unsubscribe, preferences, mailto = _link_prefixes()
-        edition_mail = _EditionMail(edition.newsletter_id, "", {}, unsubscribe, preferences, mailto)
+        edition_mail = _EditionMail(edition.newsletter_id, "", {}, unsubscribe, preferences, mailto,
+                                    current_app.extensions["herald_tokens"])
         reader = _reader(edition_mail, subscriber.id, subscriber.email, subscriber.name, message_id)
     else:
         signup = external_url("public.signup_form")
