@@ -66,6 +66,10 @@ node_modules/.installed: package.json
 test: install-dev chromium node_modules/.installed
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+## bench: send an edition end to end against a raw smtplib baseline (bench/README.md); ARGS="--readers 1000000"
+bench: install-dev
+	$(VENV)/bin/python -m bench.run $(ARGS)
+
 lint: install-dev
 	$(VENV)/bin/ruff check .
 

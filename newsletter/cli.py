@@ -28,7 +28,7 @@ def register(app: Flask) -> None:
 @click.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (Alembic migrations)."""
-    upgrade(revision="heads")  # parallel branches of migrations each get applied
+    upgrade()
     click.echo("database is at the latest migration")
 
 

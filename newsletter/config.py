@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 
-DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"
+DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105 - refused in production
 DEV_POSTAL_ADDRESS = "Herald Newsroom, 1 Example Street, 01001 Kyiv, Ukraine"
 # The local fake Stripe (python -m newsletter.fakestripe) that `make run` starts, and what it accepts.
 LOCAL_STRIPE_API_BASE = "http://127.0.0.1:12111"

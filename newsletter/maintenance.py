@@ -1,4 +1,4 @@
-"""The every-minute tick: re-issue work a broker lost. Later parts add schedules and lease reaping."""
+"""The every-minute tick: due feeds, schedules and sends; and re-issue every kind of work a broker lost."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from flask import current_app
 from newsletter import articles, digests, jobs, notifications, schedules, sending
 from newsletter.billing import events as billing_events
 from newsletter.models import utcnow
+from newsletter.staff import imports as staff_imports
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,14 @@ def tick(now: dt.datetime | None = None) -> dict[str, int]:
     if due:
         log.info("tick re-enqueued %d mail jobs", len(due))
     now = now or utcnow()
-    return {"mail_jobs_requeued": len(due), **billing_duties(), **content_duties(now), **sending.sending_duties(now)}
+    resumed = staff_imports.resume_stalled_imports(now)
+    return {
+        "mail_jobs_requeued": len(due),
+        "imports_resumed": len(resumed),
+        **billing_duties(),
+        **content_duties(now),
+        **sending.sending_duties(now),
+    }
 
 
 def content_duties(now: dt.datetime) -> dict[str, int]:

@@ -78,7 +78,7 @@ def app():
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         from flask_migrate import upgrade
 
-        upgrade(revision="heads")
+        upgrade()
         _db.engine.dispose()
     redis_lib.Redis.from_url(REDIS_URL).flushdb()
     yield app

@@ -78,7 +78,8 @@ class _Handler:
             if answer:
                 return answer
         with self.lock:
-            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content)))
+            received = Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+            self.messages.append(received)
         return "250 Message accepted for delivery"
 
 
