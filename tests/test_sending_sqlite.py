@@ -7,7 +7,6 @@ import email
 import email.policy
 import threading
 
-import celery
 import pytest
 from sqlalchemy import func, select, update
 
@@ -28,22 +27,21 @@ from tests.conftest import herald_env
 
 
 @pytest.fixture
-def sqlite_app(tmp_path, monkeypatch):
-    # create_app makes its Celery app the default; give the session's back afterwards, or the session
-    # app is collected mid-run with its pooled connections open.
-    previous = celery.current_app._get_current_object()
+def sqlite_app(app, tmp_path, monkeypatch):
     env = herald_env(DATABASE_URL=f"sqlite:///{tmp_path / 'herald.sqlite3'}", CELERY_BROKER_URL="memory://",
                      REDIS_URL="", SEND_BATCH_SIZE="3", SEND_RATE="200")
-    app = create_app(Config.from_env(env))
-    with app.app_context():
+    sqlite_app = create_app(Config.from_env(env))
+    # A new app makes its Celery app the default; give the session's back, or the session's app is
+    # collected mid-run with its pooled connections open.
+    app.extensions["celery"].set_default()
+    with sqlite_app.app_context():
         from flask_migrate import upgrade
 
         upgrade(revision="heads")
         monkeypatch.setattr(sending.jobs, "enqueue", lambda *args, **options: True)
-        yield app
+        yield sqlite_app
         db.session.remove()
         db.engine.dispose()
-    previous.set_default()
 
 
 def test_an_edition_is_fanned_out_leased_sent_and_recorded_on_sqlite(sqlite_app):
