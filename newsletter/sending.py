@@ -564,6 +564,9 @@ class _BatchRun:
             ).scalars())
             for row in chunk:
                 self._renew_if_due()
+                if time.monotonic() >= self.lease.deadline:
+                    # A renewal that took longer than the lease: someone may hold the batch now.
+                    raise _Stop("lease lost")
                 if row.subscriber_id not in eligible:
                     self._final(row.subscriber_id, DeliveryStatus.SKIPPED)
                     continue

@@ -565,18 +565,31 @@ def test_the_send_rate_is_shared_by_every_worker(app, db, backend):
 
 
 def test_a_rate_limited_batch_waits_for_tokens_and_keeps_its_lease(app, db, daily, enqueued, config, monkeypatch):
-    monkeypatch.setattr(config, "SEND_RATE", 20.0)
+    monkeypatch.setattr(config, "SEND_RATE", 10.0)
     monkeypatch.setattr(config, "REDIS_URL", "")
+    # The batch waits on the rate for longer than its lease: only renewing keeps the batch its own.
+    monkeypatch.setattr(config, "SEND_LEASE_SECONDS", 0.6)
     add_readers(daily.id, 12)
     edition_id = make_edition(daily.id)
     sending.start_edition(edition_id)
     mail.MemoryTransport.clear()
+    held: list[bool] = []
+
+    def lease_still_held():
+        # What another worker would see a second in: the batch is not free to take.
+        with _db.engine.connect() as conn:
+            held.append(conn.execute(select(DeliveryBatch.available_at)).scalar_one() > utcnow())
+
     began = time.monotonic()
-    drain(edition_id, mail.MemoryTransport())
+    result = sending.deliver_batch(edition_id, _Hook(mail.MemoryTransport(), 11, lease_still_held))
     elapsed = time.monotonic() - began
+    assert (result.stopped, result.counts) == ("", {"sent": 12})
     assert len(mail.MemoryTransport.outbox) == 12
-    # 2 tokens at once, then 20 a second: 10 more take half a second.
-    assert 0.4 <= elapsed < 2.0
+    # 1 token at once, then 10 a second: 11 more take about 1.1 s, almost twice the lease.
+    assert 0.9 <= elapsed < 3.0
+    assert held == [True]
+    batch = db.session.scalar(select(DeliveryBatch))
+    assert (batch.claims, batch.status) == (1, BatchStatus.DONE)
 
 
 def test_without_a_rate_the_bucket_never_waits():
