@@ -251,7 +251,9 @@ def _link_prefixes() -> tuple[str, str, str]:
 
 def _edition_mail(edition_id: int, started_at: dt.datetime) -> _EditionMail:
     config = _config()
-    key = (edition_id, started_at, id(config))
+    # Everything the prebuilt messages depend on besides the edition itself.
+    key = (edition_id, started_at, config.BASE_URL, config.MAIL_FROM, config.DKIM_KEY_FILE, config.DKIM_DOMAIN,
+           config.DKIM_SELECTOR, config.FEEDBACK_ID_SENDER, config.LIST_UNSUBSCRIBE_MAILTO, config.SECRET_KEY)
     found = _EDITIONS.get(key)
     if found is not None:
         _EDITIONS.move_to_end(key)
