@@ -150,3 +150,23 @@ def live_server(app):
 @pytest.fixture
 def log_dir(tmp_path) -> Path:
     return tmp_path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Close every database connection still pooled, so none is left for the garbage collector to warn about.
+
+    Apps made by single tests (a SQLite one, a production-config one) keep engines whose pools would
+    otherwise be collected at exit, after pytest has started counting unraisable warnings as errors.
+    """
+    import gc
+
+    from sqlalchemy.engine import Engine
+
+    for obj in gc.get_objects():
+        try:
+            if isinstance(obj, Engine):
+                obj.dispose()
+            elif isinstance(obj, psycopg.Connection) and not obj.closed:
+                obj.close()
+        except ReferenceError:
+            continue

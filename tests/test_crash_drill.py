@@ -157,8 +157,12 @@ def test_a_flaky_server_that_refuses_hangs_up_and_bounces_still_serves_every_rea
     served = {f"reader{i}@example.com" for i in range(1, READERS + 1)} - handler.gone
     _check_every_reader_once_or_a_bounded_identical_repeat(db, edition_id, got, served)
     assert handler.dropped and handler.count > READERS + READERS // 10 - 100
-    # Each missing mailbox was asked for once, bounced, suppressed, and never tried again.
-    assert all(handler.rcpt_attempts[address] == 1 for address in handler.gone)
+    # Each missing mailbox was bounced, suppressed and never tried again. The one exception is the
+    # window no system can close: a kill between the server's 550 and our record of it, at most one
+    # address per connection per kill, asked once more.
+    asked_again = {address for address in handler.gone if handler.rcpt_attempts[address] > 1}
+    assert len(asked_again) <= len(KILL_POINTS) * CONCURRENCY, asked_again
+    assert all(handler.rcpt_attempts[address] <= 2 for address in handler.gone)
     bounced = set(db.session.scalars(select(Delivery.subscriber_id)
                                      .where(Delivery.status == DeliveryStatus.BOUNCED)))
     assert bounced == {readers[i - 1] for i in range(1, READERS + 1, 100)}
