@@ -606,8 +606,10 @@ class _BatchRun:
             # Policy or content (5.7.x and the like): this message failed, the reader did nothing wrong.
             self._final(row.subscriber_id, DeliveryStatus.FAILED, str(exc))
             return
-        self._final(row.subscriber_id, DeliveryStatus.BOUNCED, str(exc))
+        # Suppress first: if we die between the two, the address is blocked and its delivery is
+        # skipped when its batch runs again, rather than recorded as bounced yet still mailable.
         subscribers.suppress(row.email_key, reason="hard_bounce", detail=str(exc)[:500])
+        self._final(row.subscriber_id, DeliveryStatus.BOUNCED, str(exc))
 
     def release(self, stopped: str) -> bool:
         """Hand the batch back, or close it when nothing is left; return True if it is done."""
