@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
@@ -29,6 +30,14 @@ class ExpiredToken(InvalidToken):
         self.newsletter_ids = newsletter_ids or []
 
 
+@functools.lru_cache(maxsize=32)
+def _serializer(secret_key: str, purpose: Purpose, timed: bool) -> URLSafeSerializer:
+    # Built once per key and purpose: the sending engine signs two links per reader, and building
+    # a serializer (key derivation included) cost more than the signing itself.
+    cls = URLSafeTimedSerializer if timed else URLSafeSerializer
+    return cls(secret_key, salt=f"herald.{purpose}")
+
+
 @dataclass(frozen=True)
 class Tokens:
     """Sign and read tokens with the app's secret; each purpose has its own salt."""
@@ -36,10 +45,10 @@ class Tokens:
     secret_key: str
 
     def _plain(self, purpose: Purpose) -> URLSafeSerializer:
-        return URLSafeSerializer(self.secret_key, salt=f"herald.{purpose}")
+        return _serializer(self.secret_key, purpose, timed=False)
 
     def _timed(self, purpose: Purpose) -> URLSafeTimedSerializer:
-        return URLSafeTimedSerializer(self.secret_key, salt=f"herald.{purpose}")
+        return _serializer(self.secret_key, purpose, timed=True)
 
     # Tokens carry row ids only, never an address, so a forwarded link shows nothing readable.
 
